@@ -1,0 +1,57 @@
+"""The plugin contract: one hook per kind of thing a plugin can contribute.
+
+Every hook receives a `register` callback; the plugin calls `register(obj)` once per thing.
+Each registered object has a `name` unique within its kind.
+"""
+import pluggy
+
+hookspec = pluggy.HookspecMarker("nanochat")
+
+
+@hookspec
+def nanochat_backend(register):
+    """Register device backends (cpu, cuda, mps, ...).
+
+    A backend has `name`, `priority`, `dist_backend`, and the methods `is_available()`,
+    `device(local_rank)`, `compute_dtype()`, `synchronize()`, `memory()`, `peak_flops(dtype)`,
+    `compile_is_wise()`, `describe()`.
+    """
+
+
+@hookspec
+def nanochat_optimizer(register):
+    """Register optimizers (muon, adamw, ...).
+
+    An optimizer has `name`, `description` and `build(model, hparams, world)` returning a
+    torch optimizer with `state_dict()` / `load_state_dict()` that syncs gradients itself
+    when `world.size > 1`.
+    """
+
+
+@hookspec
+def nanochat_dataset(register):
+    """Register text datasets (starter, fineweb-edu, climbmix, local, ...).
+
+    A dataset has `name`, `description`, `shards(split)`, `iter_batches(split, ...)`,
+    `download(num_shards, ...)` and `download_hint(num_shards)`.
+    """
+
+
+@hookspec
+def nanochat_task(register):
+    """Register tasks (chat data and evaluations: arc-easy, gsm8k, smoltalk, ...).
+
+    A task has `name`, `kind` ("categorical", "generative" or "conversations"), `splits`,
+    `num_examples(split)`, `example(split, index)`, `evaluate(conversation, completion)` and
+    `reward(conversation, completion)`.
+    """
+
+
+@hookspec
+def nanochat_observer(register):
+    """Register event observers (loggers such as wandb or tensorboard).
+
+    An observer has `name`, `is_enabled(run_info)` and `on_event(event)` where `event` is a dict
+    with at least `type` ("stage_start", "metrics", "checkpoint", "stage_done", "stage_failed"),
+    `run`, `stage`.
+    """
