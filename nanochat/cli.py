@@ -1,0 +1,159 @@
+"""`nanochat ...`: the command line.
+
+Each command is a small function; heavy modules (torch, the model) are imported inside the commands
+that need them, so `nanochat --help`, `plugins`, `paths` and `runs` answer instantly.
+"""
+import argparse
+import json
+import sys
+
+from nanochat import __version__
+from nanochat.errors import NanochatError
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    if not rows:
+        return
+    widths = {c: max(len(c), *(len(str(r.get(c) if r.get(c) is not None else "-")) for r in rows)) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for r in rows:
+        print("  ".join(str(r.get(c) if r.get(c) is not None else "-").ljust(widths[c]) for c in columns).rstrip())
+
+
+# -- commands --------------------------------------------------------------------------------------
+def cmd_plugins(args) -> None:
+    from nanochat import plugins
+    rows = plugins.registry().listing(args.kind)
+    if args.json:
+        keys = ("name", "kind", "version", "distribution", "status", "error")
+        print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2, ensure_ascii=False))
+        return
+    _print_table(rows, ["name", "kind", "version", "distribution", "status", "error"])
+
+
+def cmd_paths(args) -> None:
+    from nanochat import paths
+    found = {k: str(v) for k, v in paths.all_paths().items()}
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        for key, value in found.items():
+            print(f"{key:12} {value}")
+
+
+def cmd_env(args) -> None:
+    from nanochat import backend
+    info = backend.environment(backend.select(args.device))
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    for key, value in info.items():
+        if key == "peak_flops" and value:
+            value = f"{value / 1e12:.3f} TFLOP/s ({info['compute_dtype']})"
+        print(f"{key:18} {value}")
+
+
+def cmd_runs(args) -> None:
+    from nanochat.runs import list_runs
+    rows = []
+    for run in list_runs():
+        try:
+            states = {s["name"]: run.status(s["name"])["state"] for s in run.stages()}
+            preset = run.info.get("preset")
+        except NanochatError as exc:  # one damaged run must not hide the others
+            states, preset = {"error": str(exc)}, "?"
+        rows.append({"name": run.name, "preset": preset, "stages": states, "path": str(run.dir)})
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        print("no runs yet; start one with: nanochat run --preset cpu-tiny")
+        return
+    for row in rows:
+        print(f"{row['name']}  ({row['preset']})")
+        for stage, state in row["stages"].items():
+            print(f"  {stage:16} {state}")
+
+
+def cmd_presets(args) -> None:
+    from nanochat.runner import load_preset, preset_names
+    for name in preset_names():
+        _, preset = load_preset(name)
+        stages = " -> ".join(s["name"] for s in preset["stage"])
+        print(f"{name:14} {preset.get('description', '')}\n{'':14} {stages}")
+
+
+def cmd_run(args) -> None:
+    from nanochat import runner
+    overrides = list(args.set or [])
+    if args.device:
+        overrides.append(f"device={args.device}")
+    launch = runner.Launch(args.nproc_per_node, args.nnodes, args.node_rank, args.master_addr, args.master_port)
+    run = runner.open_or_create(args.preset, args.name, overrides)
+    print(f"run {run.name!r} in {run.dir}", flush=True)
+    runner.run_pipeline(run, launch, only=args.stage)
+    print(f"run {run.name!r} finished; report: {run.dir / 'report.md'}")
+
+
+# -- parser ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nanochat", description="Train your own ChatGPT-like model end to end.")
+    parser.add_argument("--version", action="version", version=f"nanochat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a pipeline of stages (resumes a run that exists)")
+    p.add_argument("--preset", help="preset name (see `nanochat presets`) or a path to a .toml file")
+    p.add_argument("--name", help="run name; an existing run is resumed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a setting: key=value for every stage that has it, or stage.key=value")
+    p.add_argument("--device", help="device backend for every stage (cpu, cuda, mps, auto)")
+    p.add_argument("--stage", action="append", help="run only this stage (repeatable)")
+    p.add_argument("--nproc-per-node", type=int, default=1, help="processes per node (torchrun when > 1)")
+    p.add_argument("--nnodes", type=int, default=1)
+    p.add_argument("--node-rank", type=int, default=0)
+    p.add_argument("--master-addr", default="127.0.0.1")
+    p.add_argument("--master-port", type=int, default=29500)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("runs", help="list runs and the state of each stage")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("presets", help="list the pipeline presets")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("plugins", help="list installed plugins")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--kind", help="only this kind (backend, optimizer, dataset, task, observer)")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("env", help="show the device backend, dtype, threads and peak FLOP/s")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", help="backend to describe (default: the best available)")
+    p.set_defaults(func=cmd_env)
+
+    p = sub.add_parser("paths", help="show where runs, checkpoints, datasets and tokenizers live")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_paths)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        args.func(args)
+    except NanochatError as exc:
+        print(f"nanochat: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nnanochat: interrupted; resume with the same command", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

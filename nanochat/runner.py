@@ -1,0 +1,276 @@
+"""The stage runner: a preset becomes a run, and the run's stages execute in order.
+
+Stages that are done are skipped; an interrupted or failed stage starts again and resumes from its
+own checkpoint; a stage's needs are checked before it starts. With more than one process per node
+(or more than one node) each stage is launched under torchrun, which re-enters this module as a
+worker (`python -m nanochat.runner --worker RUN_DIR STAGE`).
+"""
+import argparse
+import dataclasses
+import datetime
+import os
+import platform
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from nanochat import __version__, distributed, plugins
+from nanochat.runs import Run, RunError, now
+from nanochat.stages import (STAGES, StageContext, StageError, find_artifact, make_settings, needs_of,
+                             settings_fields, stage_class)
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass
+class Launch:
+    """How many processes run each stage (torchrun's knobs)."""
+
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+
+    @property
+    def distributed(self) -> bool:
+        return self.nproc_per_node > 1 or self.nnodes > 1
+
+
+# -- presets ---------------------------------------------------------------------------------------
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def load_preset(name: str) -> tuple[str, dict]:
+    """A preset by name (nanochat/presets/<name>.toml) or by path to a .toml file of your own."""
+    path = Path(name)
+    if not (name.endswith(".toml") and path.exists()):
+        path = PRESETS_DIR / f"{name}.toml"
+        if not path.exists():
+            raise StageError(f"unknown preset {name!r}; valid presets: {', '.join(preset_names())} "
+                             f"(or a path to a .toml file)")
+    try:
+        preset = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise StageError(f"preset {path} is not valid TOML: {exc}") from None
+    if not preset.get("stage"):
+        raise StageError(f"preset {path} has no [[stage]] entries")
+    return (path.stem if path.parent == PRESETS_DIR else str(path.resolve())), preset
+
+
+def plan(preset: dict, overrides: list[str]) -> list[dict]:
+    """Resolve a preset and `--set` overrides into [{"name", "stage", "settings"}] with every value typed."""
+    entries = []
+    for raw in preset["stage"]:
+        raw = dict(raw)
+        name = raw.pop("name", None)
+        if not name:
+            raise StageError(f"a [[stage]] entry has no name: {raw}")
+        stage_type = raw.pop("stage", name)
+        cls = stage_class(stage_type)
+        fields = settings_fields(cls)
+        values = {k: v for k, v in preset.get("defaults", {}).items() if k in fields}
+        values.update(raw)
+        entries.append({"name": name, "stage": stage_type, "values": values, "fields": fields})
+    names = [e["name"] for e in entries]
+    if len(set(names)) != len(names):
+        raise StageError(f"stage names in a preset must be unique; got {names}")
+    apply_overrides(entries, overrides)
+    return [{"name": e["name"], "stage": e["stage"],
+             "settings": dataclasses.asdict(make_settings(stage_class(e["stage"]), e["values"], e["name"]))}
+            for e in entries]
+
+
+def apply_overrides(entries: list[dict], overrides: list[str]) -> None:
+    """`key=value` sets a key on every stage that has it; `stage.key=value` on one stage."""
+    names = [e["name"] for e in entries]
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise StageError(f"--set {item!r} is not key=value (e.g. --set depth=6 or --set pretrain.depth=6)")
+        target, dot, field = key.partition(".")
+        if dot and target not in names:
+            raise StageError(f"--set {item!r}: no stage named {target!r}; stages: {', '.join(names)}")
+        chosen = [e for e in entries if e["name"] == target] if dot else entries
+        field = field if dot else key
+        hit = [e for e in chosen if field in e["fields"]]
+        if not hit:
+            valid = sorted({f for e in chosen for f in e["fields"]})
+            raise StageError(f"--set {item!r}: no stage has a setting {field!r}; valid settings: {', '.join(valid)}")
+        for e in hit:
+            e["values"][field] = value
+
+
+# -- creating or reopening a run -------------------------------------------------------------------
+def versions() -> dict:
+    def version(dist):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+    return {"nanochat": __version__, "python": platform.python_version(), "torch": version("torch"),
+            "git_commit": git_commit()}
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def open_or_create(preset: str | None, name: str | None, overrides: list[str]) -> Run:
+    if name and Run.exists(name):
+        run = Run.open(name)
+        existing = run.info["preset"]
+        if preset is not None and load_preset(preset)[0] != existing:
+            raise RunError(f"run {name!r} exists with preset {existing!r}, not {preset!r}: resume it with "
+                           f"`nanochat run --name {name}`, or start a new run with another --name")
+        if overrides:
+            update_settings(run, overrides)
+        return run
+    if preset is None:
+        raise RunError(f"no run named {name!r}; start one with `nanochat run --preset NAME --name {name}`"
+                       if name else "give --preset to start a run (or --name to resume one)")
+    preset_id, data = load_preset(preset)
+    entries = plan(data, list(overrides))
+    name = name or f"{Path(preset_id).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    return Run.create(name, {"preset": preset_id, "description": data.get("description", ""),
+                             "overrides": list(overrides), "stages": entries, "versions": versions(),
+                             "host": socket.gethostname()})
+
+
+def update_settings(run: Run, overrides: list[str]) -> None:
+    """New `--set` values on resume apply to stages that are not done yet (done stages keep theirs)."""
+    stages = run.stages()
+    todo = [s for s in stages if run.status(s["name"])["state"] != "done"]
+    entries = [{"name": s["name"], "values": dict(s["settings"]), "fields": settings_fields(stage_class(s["stage"]))}
+               for s in todo]
+    apply_overrides(entries, overrides)
+    changed = {e["name"]: e["values"] for e in entries}
+    for s in stages:
+        if s["name"] in changed:
+            s["settings"] = dataclasses.asdict(make_settings(stage_class(s["stage"]), changed[s["name"]], s["name"]))
+    run.update_info(stages=stages, overrides=run.info.get("overrides", []) + list(overrides))
+
+
+# -- running ---------------------------------------------------------------------------------------
+def check_needs(run: Run, entry: dict) -> None:
+    cls = stage_class(entry["stage"])
+    settings = make_settings(cls, entry["settings"], entry["name"])
+    for artifact in needs_of(cls, settings):
+        if find_artifact(run, artifact, before=entry["name"]) is not None:
+            continue
+        earlier = run.stages()[:[s["name"] for s in run.stages()].index(entry["name"])]
+        providers = [s for s in earlier if artifact in getattr(stage_class(s["stage"]), "produces", ())]
+        if providers:
+            p = providers[-1]
+            raise StageError(f"stage {entry['name']!r} needs {artifact!r}, which stage {p['name']!r} of run "
+                             f"{run.name!r} provides, but that stage is {run.status(p['name'])['state']}; "
+                             f"finish it first with `nanochat run --name {run.name}`")
+        makers = [t for t in STAGES if artifact in getattr(stage_class(t), "produces", ())]
+        raise StageError(f"stage {entry['name']!r} needs {artifact!r} but no earlier stage of run {run.name!r} "
+                         f"provides it; add a stage of type {' or '.join(map(repr, makers)) or '(none)'} "
+                         f"before it in the preset")
+
+
+def execute_stage(run: Run, entry: dict, world=None, echo: bool = True) -> None:
+    """Run one stage in this process (as the only process, or as one torchrun rank)."""
+    cls = stage_class(entry["stage"])
+    settings = make_settings(cls, entry["settings"], entry["name"])
+    registry = plugins.registry()
+    ctx = StageContext(run, entry, settings, world or distributed.World(), registry, echo=echo)
+    if world is None and distributed.from_env().size > 1:
+        ctx.world = distributed.init(ctx.backend)
+    try:
+        ctx.event("stage_start")
+        cls().run(ctx)
+        if ctx.world.is_main:
+            run.set_status(entry["name"], state="done", finished=now(), artifacts=ctx.provided,
+                           summary=ctx.summary, error=None)
+        ctx.event("stage_done")
+    except BaseException as exc:
+        if ctx.world.is_main:
+            state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            run.set_status(entry["name"], state=state, finished=now(), error=f"{type(exc).__name__}: {exc}")
+            ctx.event("stage_failed", error=str(exc))
+        raise
+    finally:
+        distributed.shutdown(ctx.world)
+
+
+def torchrun_command(run: Run, entry: dict, launch: Launch) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={launch.nproc_per_node}"]
+    if launch.nnodes == 1:
+        cmd.append("--standalone")  # picks a free port, so two jobs on one machine never collide
+    else:
+        cmd += [f"--nnodes={launch.nnodes}", f"--node-rank={launch.node_rank}",
+                f"--master-addr={launch.master_addr}", f"--master-port={launch.master_port}"]
+    return cmd + ["-m", "nanochat.runner", "--worker", str(run.dir), entry["name"]]
+
+
+def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only: list[str] | None = None) -> Run:
+    launch = launch or Launch()
+    from nanochat import report
+    with run.lock():
+        stages = run.stages()
+        if only:
+            unknown = set(only) - {s["name"] for s in stages}
+            if unknown:
+                raise StageError(f"unknown stage(s) {', '.join(sorted(unknown))} in run {run.name!r}; "
+                                 f"stages: {', '.join(s['name'] for s in stages)}")
+        for entry in stages:
+            name = entry["name"]
+            if only and name not in only:
+                continue
+            status = run.status(name)
+            if status["state"] == "done":
+                echo and print(f"[{run.name}] {name}: done, skipping", flush=True)
+                continue
+            check_needs(run, entry)
+            resuming = status["state"] != "pending"
+            echo and print(f"[{run.name}] {name}: {'resuming' if resuming else 'starting'}", flush=True)
+            run.set_status(name, state="running", started=now(), finished=None, pid=os.getpid(),
+                           host=socket.gethostname(), attempts=status.get("attempts", 0) + 1,
+                           world_size=launch.nproc_per_node * launch.nnodes)
+            if launch.distributed:
+                code = subprocess.call(torchrun_command(run, entry, launch))
+                if code != 0:
+                    if run.status(name)["state"] == "running":
+                        run.set_status(name, state="failed", finished=now(), error=f"torchrun exited with {code}")
+                    raise StageError(f"stage {name!r} failed under torchrun (exit code {code}); "
+                                     f"see {run.stage_dir(name) / 'log.txt'}")
+            else:
+                execute_stage(run, entry, echo=echo)
+            report.write(run)
+    return run
+
+
+def _worker_main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m nanochat.runner")
+    parser.add_argument("--worker", nargs=2, metavar=("RUN_DIR", "STAGE"), required=True)
+    args = parser.parse_args(argv)
+    run_dir, stage = args.worker
+    run = Run(Path(run_dir))
+    entry = next(s for s in run.stages() if s["name"] == stage)
+    execute_stage(run, entry)
+
+
+if __name__ == "__main__":
+    _worker_main()

@@ -1,0 +1,187 @@
+"""Stages: the steps of a pipeline (tokenizer, pretrain, sft, ...) and what they get to work with.
+
+A stage is a class with
+    name       its type name ("pretrain")
+    Settings   a dataclass of its knobs with defaults (presets and `--set` fill them)
+    needs      artifacts it reads ("tokenizer", "base-model", ...); a tuple, or a function of settings
+    produces   artifacts it hands on
+    run(ctx)   does the work; resumes from its own checkpoint when there is one
+
+Stage classes are imported only when a run needs them, so the CLI starts without torch.
+"""
+import dataclasses
+import importlib
+import sys
+import traceback
+import typing
+
+from nanochat.errors import NanochatError
+from nanochat.runs import Run
+
+# stage type -> "module:Class". A preset may also name any "package.module:Class" directly.
+STAGES = {
+    "tokenizer": "nanochat.stages.tokenizer:TokenizerStage",
+    "tokenizer-eval": "nanochat.stages.tokenizer:TokenizerEvalStage",
+    "pretrain": "nanochat.stages.pretrain:PretrainStage",
+    "base-eval": "nanochat.stages.base_eval:BaseEvalStage",
+    "midtrain": "nanochat.stages.chat_train:MidtrainStage",
+    "sft": "nanochat.stages.chat_train:SFTStage",
+    "rl": "nanochat.stages.rl:RLStage",
+    "chat-eval": "nanochat.stages.chat_eval:ChatEvalStage",
+    "core-eval": "nanochat.stages.core_eval:CoreEvalStage",
+}
+
+
+class StageError(NanochatError):
+    """A stage cannot run as configured; the message says what to change."""
+
+
+@dataclasses.dataclass
+class CommonSettings:
+    """Knobs every stage has."""
+
+    device: str = "auto"  # backend name (cpu, cuda, mps) or auto = best available
+
+
+def stage_class(stage_type: str):
+    target = STAGES.get(stage_type, stage_type if ":" in stage_type else None)
+    if target is None:
+        raise StageError(f"unknown stage {stage_type!r}; valid stages: {', '.join(STAGES)} "
+                         f"(or 'package.module:Class' for a stage of your own)")
+    module_name, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise StageError(f"stage {stage_type!r} could not be loaded from {target!r}: {exc}") from exc
+
+
+def needs_of(cls, settings) -> tuple:
+    needs = getattr(cls, "needs", ())
+    return tuple(needs(settings) if callable(needs) else needs)
+
+
+# -- settings ------------------------------------------------------------------------------------
+def settings_fields(cls) -> dict:
+    """name -> (type, default) of a stage's Settings."""
+    hints = typing.get_type_hints(cls.Settings)
+    return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls.Settings)}
+
+
+def convert(value, kind, key: str):
+    """Turn a preset value or a `--set` string into the setting's type."""
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise StageError(f"setting {key}={value!r} is not a boolean; use true or false")
+        try:
+            return kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
+        except (TypeError, ValueError):
+            raise StageError(f"setting {key}={value!r} is not a valid {kind.__name__}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise StageError(f"setting {key}={value!r} should be a {kind.__name__}")
+    return value
+
+
+def make_settings(cls, values: dict, where: str):
+    fields = settings_fields(cls)
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise StageError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; "
+                         f"valid settings: {', '.join(sorted(fields))}")
+    typed = {k: convert(v, fields[k][0], f"{where}.{k}") for k, v in values.items()}
+    return cls.Settings(**typed)
+
+
+# -- the context a stage runs in -------------------------------------------------------------------
+class StageContext:
+    """What a running stage gets: its settings, its folders, logging, metrics, artifacts, device."""
+
+    def __init__(self, run: Run, entry: dict, settings, world, registry, echo: bool = True):
+        self.run, self.name, self.settings = run, entry["name"], settings
+        self.world, self.registry, self.echo = world, registry, echo
+        self.stage_dir = run.stage_dir(self.name)
+        self.checkpoint_dir = run.checkpoint_dir(self.name)
+        self.provided: dict[str, str] = {}
+        self.summary: dict[str, object] = {}  # headline numbers for the report's summary table
+        self._backend = None
+        self._observers = None
+
+    # -- output (rank 0 only, so a torchrun job writes each line once) --------------------------
+    def log(self, message: str) -> None:
+        if not self.world.is_main:
+            return
+        if self.echo:
+            print(message, flush=True)
+        self.run.append_log(self.name, message)
+
+    def metric(self, record: dict) -> None:
+        if not self.world.is_main:
+            return
+        self.run.append_metrics(self.name, record)
+        self.event("metrics", record=record)
+
+    def event(self, kind: str, **data) -> None:
+        if not self.world.is_main:
+            return
+        event = {"type": kind, "run": self.run.name, "stage": self.name, **data}
+        for observer in self.observers():
+            try:
+                observer.on_event(event)
+            except Exception as exc:  # a logger must never stop training
+                print(f"nanochat: observer {observer.name!r} failed on {kind}: {exc}", file=sys.stderr)
+
+    def observers(self):
+        if self._observers is None:
+            info = {"run": self.run.name, "stage": self.name, "settings": dataclasses.asdict(self.settings)}
+            self._observers = [o for o in self.registry.all("observer") if _enabled(o, info)]
+        return self._observers
+
+    def write_report(self, markdown: str) -> None:
+        """This stage's section of the report card (markdown, starting with a '## ' heading)."""
+        if self.world.is_main:
+            from nanochat.runs import atomic_write_text
+            atomic_write_text(self.stage_dir / "report.md", markdown.rstrip() + "\n")
+
+    # -- artifacts -------------------------------------------------------------------------------
+    def provide(self, artifact: str, path) -> None:
+        """Record where this stage put an artifact (a path inside the run folder)."""
+        self.provided[artifact] = str(path.relative_to(self.run.dir)) if hasattr(path, "relative_to") else path
+
+    def artifact(self, artifact: str):
+        return find_artifact(self.run, artifact, before=self.name)
+
+    # -- device ------------------------------------------------------------------------------------
+    @property
+    def backend(self):
+        if self._backend is None:
+            from nanochat.backend import select
+            self._backend = select(self.settings.device, self.registry)
+        return self._backend
+
+
+def _enabled(observer, info) -> bool:
+    try:
+        return bool(observer.is_enabled(info))
+    except Exception:
+        traceback.print_exc()
+        return False
+
+
+def find_artifact(run: Run, artifact: str, before: str | None = None):
+    """Path of an artifact provided by a finished stage of `run` (earlier than `before`), or None."""
+    for entry in run.stages():
+        if entry["name"] == before:
+            break
+        status = run.status(entry["name"])
+        where = status.get("artifacts", {}).get(artifact)
+        if status["state"] == "done" and where is not None:
+            return run.dir / where
+    return None
