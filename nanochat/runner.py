@@ -162,7 +162,12 @@ def update_settings(run: Run, overrides: list[str]) -> None:
     todo = [s for s in stages if run.status(s["name"])["state"] != "done"]
     entries = [{"name": s["name"], "values": dict(s["settings"]), "fields": settings_fields(stage_class(s["stage"]))}
                for s in todo]
-    apply_overrides(entries, overrides)
+    try:
+        apply_overrides(entries, overrides)
+    except StageError as exc:
+        done = [s["name"] for s in stages if s not in todo]
+        raise StageError(f"{exc}. Stages already done ({', '.join(done) or 'none'}) keep their settings; "
+                         f"start a new run (another --name) to change them") from None
     changed = {e["name"]: e["values"] for e in entries}
     for s in stages:
         if s["name"] in changed:

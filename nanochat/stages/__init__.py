@@ -20,15 +20,6 @@ from nanochat.runs import Run
 
 # stage type -> "module:Class". A preset may also name any "package.module:Class" directly.
 STAGES = {
-    "tokenizer": "nanochat.stages.tokenizer:TokenizerStage",
-    "tokenizer-eval": "nanochat.stages.tokenizer:TokenizerEvalStage",
-    "pretrain": "nanochat.stages.pretrain:PretrainStage",
-    "base-eval": "nanochat.stages.base_eval:BaseEvalStage",
-    "midtrain": "nanochat.stages.chat_train:MidtrainStage",
-    "sft": "nanochat.stages.chat_train:SFTStage",
-    "rl": "nanochat.stages.rl:RLStage",
-    "chat-eval": "nanochat.stages.chat_eval:ChatEvalStage",
-    "core-eval": "nanochat.stages.core_eval:CoreEvalStage",
 }
 
 

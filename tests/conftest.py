@@ -1,0 +1,40 @@
+"""Every test gets its own NANOCHAT_HOME and loads no third-party plugin unless it asks for one."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+# Stages and plugins written for tests live in tests/fixtures (importable as plain modules).
+sys.path.insert(0, str(TESTS / "fixtures"))
+os.environ["NANOCHAT_PLUGINS"] = ""
+
+
+@pytest.fixture(autouse=True)
+def nanochat_home(tmp_path, monkeypatch):
+    home = tmp_path / "nanochat-home"
+    monkeypatch.setenv("NANOCHAT_HOME", str(home))
+    monkeypatch.setenv("NANOCHAT_PLUGINS", "")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS / "fixtures"), os.environ.get("PYTHONPATH", "")]))
+    from nanochat import plugins
+    plugins.reset()
+    yield home
+    plugins.reset()
+
+
+@pytest.fixture
+def cli():
+    """Run the real `nanochat` console script in a subprocess: cli(*args, env=..., check=True)."""
+    import subprocess
+    exe = Path(sys.executable).parent / "nanochat"
+
+    def run(*args, env=None, timeout=300, check=True):
+        result = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout,
+                                env={**os.environ, **(env or {})})
+        if check and result.returncode != 0:
+            raise AssertionError(f"nanochat {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+    return run
