@@ -25,11 +25,18 @@ SourceFactory = Callable[[dict | None], Iterator[tuple[list[Item], dict]]]
 
 def document_source(dataset, tokenizer, split: str, *, rank: int = 0, world: int = 1, threads: int = 4,
                     epochs: int | None = None, doc_batch: int = 128) -> SourceFactory:
-    """Documents of a dataset split, tokenized with BOS prepended, row group by row group (rank-strided)."""
+    """Documents of a dataset split, tokenized with BOS prepended, row group by row group.
+
+    Training data is split between ranks by row group. The validation split is small (often one row
+    group), so there every rank reads every group and keeps every world-th document instead.
+    """
+    by_document = split == "val" and world > 1
 
     def make(start):
-        groups = dataset.iter_row_groups(split, rank=rank, world=world, start=Position.from_dict(start), epochs=epochs)
+        groups = dataset.iter_row_groups(split, rank=0 if by_document else rank, world=1 if by_document else world,
+                                         start=Position.from_dict(start), epochs=epochs)
         for docs, position in groups:
+            docs = docs[rank::world] if by_document else docs
             items = []
             for i in range(0, len(docs), doc_batch):  # small batches keep tokenizer threads busy
                 ids = tokenizer.encode(docs[i:i + doc_batch], prepend=tokenizer.bos_id, num_threads=threads)

@@ -74,6 +74,15 @@ def test_ranks_read_disjoint_row_groups(dataset):
     assert firsts == [{0, 2, 4, 6}, {1, 3, 5, 7}]
 
 
+def test_validation_is_split_by_document_so_every_rank_gets_some(dataset):
+    per_rank = []
+    for rank in range(2):
+        source = document_source(dataset, ByteTokens(), "val", rank=rank, world=2, threads=1, epochs=1)
+        per_rank.append([ids for items, _ in source(None) for ids, _ in items])
+    whole = [ids for items, _ in document_source(dataset, ByteTokens(), "val", threads=1, epochs=1)(None) for ids, _ in items]
+    assert per_rank[0] == whole[0::2] and per_rank[1] == whole[1::2]
+
+
 def test_pad_mode_never_cuts_a_conversation(dataset):
     rng = random.Random(1)
     convs = [[BOS] + [rng.randrange(256) for _ in range(rng.randint(3, 40))] for _ in range(200)]

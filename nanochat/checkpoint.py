@@ -1,0 +1,141 @@
+"""Checkpoints: model, per-rank optimizer shards, data position and RNG — saved atomically, loaded exactly.
+
+    checkpoints/<stage>/step_000100/model.pt           weights (rank 0; fp32 master copy)
+    checkpoints/<stage>/step_000100/meta.json          step, model config, settings, world size, metrics
+    checkpoints/<stage>/step_000100/rank0.pt ...       per rank: optimizer shard, loader state, RNG, loop state
+    checkpoints/<stage>/latest.json                    {"step": 100}
+
+Every rank writes into `step_XXXXXX.partial/`; after a barrier rank 0 writes meta.json and renames the
+folder, then points latest.json at it. A crash at any moment leaves either the old checkpoint or
+the new one, never a mix.
+"""
+import json
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nanochat.errors import NanochatError
+from nanochat.runs import atomic_write_json
+
+
+class CheckpointError(NanochatError):
+    pass
+
+
+def step_dir(directory: Path, step: int) -> Path:
+    return Path(directory) / f"step_{step:06d}"
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(directory: Path, step: int, *, world, model=None, meta: dict | None = None, rank_state: dict | None = None,
+         keep: int = 2) -> Path:
+    """Save one checkpoint; every rank calls this. `model` and `meta` are used on rank 0 only."""
+    directory = Path(directory)
+    final, partial = step_dir(directory, step), Path(str(step_dir(directory, step)) + ".partial")
+    if world.is_main:
+        shutil.rmtree(partial, ignore_errors=True)  # leftovers of a save that crashed
+        partial.mkdir(parents=True)
+    world.barrier()
+    if rank_state is not None:
+        _atomic_torch_save(rank_state, partial / f"rank{world.rank}.pt")
+    if world.is_main and model is not None:
+        _atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, partial / "model.pt")
+    world.barrier()
+    if world.is_main:
+        atomic_write_json(partial / "meta.json", {**(meta or {}), "step": step, "world_size": world.size})
+        shutil.rmtree(final, ignore_errors=True)  # the same step saved again (a resumed run's final save)
+        partial.rename(final)
+        atomic_write_json(directory / "latest.json", {"step": step})
+        _prune(directory, keep, protect=step)
+    world.barrier()
+    return final
+
+
+def _prune(directory: Path, keep: int, protect: int) -> None:
+    done = sorted(int(p.name[5:]) for p in directory.glob("step_*") if p.is_dir() and not p.name.endswith(".partial"))
+    for step in done[:-keep] if keep > 0 else []:
+        if step != protect:
+            shutil.rmtree(step_dir(directory, step), ignore_errors=True)
+
+
+def latest_step(directory: Path) -> int | None:
+    pointer = Path(directory) / "latest.json"
+    if not pointer.exists():
+        return None
+    try:
+        step = json.loads(pointer.read_text())["step"]
+    except (ValueError, KeyError):
+        raise CheckpointError(f"{pointer} is damaged; delete it to fall back to the newest complete step_* folder") from None
+    if not (step_dir(directory, step) / "meta.json").exists():
+        raise CheckpointError(f"{pointer} points at step {step} but {step_dir(directory, step)} is incomplete or missing")
+    return step
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    meta: dict
+
+    def model_state(self, map_location="cpu") -> dict:
+        file = self.path / "model.pt"
+        if not file.exists():
+            raise CheckpointError(f"{file} is missing; this checkpoint has no model weights")
+        return torch.load(file, map_location=map_location, weights_only=True)
+
+    def rank_state(self, rank: int, world_size: int) -> dict:
+        if self.meta.get("world_size", 1) != world_size:
+            raise CheckpointError(f"checkpoint {self.path} was saved by {self.meta.get('world_size')} processes and this "
+                                  f"run has {world_size}; optimizer shards and data positions are per process, so resume "
+                                  f"with --nproc-per-node {self.meta.get('world_size')} (or start the stage afresh)")
+        return torch.load(self.path / f"rank{rank}.pt", map_location="cpu", weights_only=False)
+
+
+def load(path: Path) -> Checkpoint:
+    """A checkpoint folder (step_XXXXXX) or a stage's checkpoint directory (its latest step)."""
+    path = Path(path)
+    if (path / "latest.json").exists():
+        path = step_dir(path, latest_step(path))
+    meta_file = path / "meta.json"
+    if not meta_file.exists():
+        raise CheckpointError(f"{path} is not a complete checkpoint (no meta.json)")
+    meta = json.loads(meta_file.read_text())
+    return Checkpoint(path=path, step=meta["step"], meta=meta)
+
+
+def load_model(path: Path, device="cpu", *, for_training: bool = False):
+    """Build the GPT saved in a checkpoint and load its weights (on `device`, fp32 master weights)."""
+    from nanochat.model import GPT, GPTConfig
+    ckpt = load(path)
+    config = GPTConfig.from_dict(ckpt.meta["model_config"])
+    with torch.device("meta"):
+        model = GPT(config)
+    model.to_empty(device=device)
+    model.init_weights()  # creates non-persistent buffers (rotary tables)
+    model.load_state_dict(ckpt.model_state(map_location=device), strict=True, assign=True)
+    model.train(for_training)
+    return model, ckpt

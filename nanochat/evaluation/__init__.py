@@ -1,0 +1,1 @@
+"""Evaluations: bits per byte, CORE (base models) and chat evaluations (ChatCORE)."""

@@ -1,0 +1,32 @@
+"""Bits per byte: a loss that does not depend on the tokenizer, so models with different vocabularies compare.
+
+Each target token's loss (nats) is summed and divided by the UTF-8 bytes those tokens stand for.
+Special tokens and masked targets (-1) have 0 bytes and are left out of both sums.
+"""
+import math
+
+import torch
+
+
+@torch.no_grad()
+def evaluate_bpb(model, batches, steps: int, token_bytes: torch.Tensor, world=None) -> float:
+    """Mean bits per byte over `steps` (inputs, targets) batches; summed over ranks when distributed."""
+    token_bytes = token_bytes.to(next(model.parameters()).device)
+    total_nats = torch.zeros((), dtype=torch.float64, device=token_bytes.device)
+    total_bytes = torch.zeros((), dtype=torch.float64, device=token_bytes.device)
+    for _ in range(steps):
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            break
+        loss = model(x, y, reduction="none").reshape(-1).double()
+        y = y.reshape(-1)
+        nbytes = torch.where(y >= 0, token_bytes[y.clamp(min=0)], 0)
+        counted = nbytes > 0
+        total_nats += (loss * counted).sum()
+        total_bytes += nbytes.sum()
+    if world is not None and world.size > 1:
+        total_nats, total_bytes = world.all_reduce_sum([total_nats.item(), total_bytes.item()])
+    else:
+        total_nats, total_bytes = total_nats.item(), total_bytes.item()
+    return total_nats / (math.log(2) * total_bytes) if total_bytes > 0 else float("inf")
