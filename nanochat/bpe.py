@@ -147,6 +147,21 @@ def compile_pattern(pattern: str) -> Callable[[str], list[str]]:
     return lambda text: [m.group(0) for m in compiled.finditer(text)]
 
 
+def tiktoken_split(text: str, pattern: str = SPLIT_PATTERN) -> list[bytes]:
+    """The chunks tiktoken itself cuts `text` into: the exact oracle for tests (short texts only).
+
+    tiktoken looks each chunk up whole before running BPE on it; with a vocabulary holding every
+    substring of the text, every chunk comes back as one token, and decoding the tokens one by one
+    gives the chunks. The cost is quadratic in the text's length.
+    """
+    import tiktoken
+
+    data = text.encode("utf-8")
+    subs = {data[i:j] for i in range(len(data)) for j in range(i + 1, len(data) + 1)} | {bytes([b]) for b in range(256)}
+    enc = tiktoken.Encoding("oracle", pat_str=pattern, mergeable_ranks={s: r for r, s in enumerate(subs)}, special_tokens={})
+    return [enc.decode_single_token_bytes(t) for t in enc.encode_ordinary(text)]
+
+
 def to_utf8(text: str) -> tuple[bytes, bool]:
     """UTF-8 bytes of `text`, and whether lone surrogates had to be replaced.
 

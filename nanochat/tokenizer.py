@@ -428,7 +428,7 @@ def _checked_messages(conversation: Any) -> list[tuple[int, str, Any]]:
         if role == "user":
             if not isinstance(content, str):
                 raise ValueError(f"message {i} (user): content must be a string, got {type(content).__name__}")
-            if system is not None:
+            if system is not None and not out:  # only the first user message gets the system text
                 content = system + "\n\n" + content
         else:
             _check_parts(i, content)
