@@ -1,11 +1,16 @@
 """Text datasets as parquet shards: the one format every dataset plugin hands to the core.
 
 A dataset is a folder of `shard_XXXXX.parquet` files with a `text` column, written in row groups of
-~1024 documents; the last shard is the validation split. Readers walk row groups, strided over
-ranks, and report their position `(shard, row_group, epoch)` so a resumed loader continues exactly
-where it stopped. Dataset plugins subclass `ShardedDataset` and say where the shards are and how
-to fetch them.
+~1024 documents (`write_shard`); the validation split is either a pinned shard (`val_shard`) or the
+last file. Readers walk row groups, strided over ranks, and report their position
+`(shard, row_group, epoch)` so a resumed loader continues exactly where it stopped.
+
+Dataset plugins subclass `ShardedDataset` (say where the shards are) or `HubDataset` (shards of a
+Hugging Face dataset repo, fetched by `nanochat.download`). Users name a dataset with a spec,
+`NAME` or `NAME:ARG` (e.g. `fineweb-edu`, `local:~/my-texts`), turned into an object by `resolve`.
 """
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -13,6 +18,7 @@ from typing import Iterator
 from nanochat.errors import NanochatError
 
 SPLITS = ("train", "val")
+DOCS_PER_ROW_GROUP = 1024  # a multiple of 2: ranks stride over row groups evenly
 
 
 class DatasetError(NanochatError):
@@ -35,33 +41,91 @@ class Position:
         return cls(**d) if d else cls()
 
 
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.parquet"
+
+
 class ShardedDataset:
-    """Base class for dataset plugins. Subclasses set `name`, `description` and `local_dir()`."""
+    """Base class for dataset plugins. Subclasses set `name`, `description` and `local_dir()`.
+
+    `val_shard` pins the validation split to one shard index, so that downloading more training
+    shards never changes it; None means "the last shard file is validation".
+    """
 
     name = "?"
     description = ""
     languages: tuple = ()
+    val_shard: int | None = None
+    # Facts about the full dataset when known (hub datasets): stages size their horizon with them.
+    num_shards: int | None = None        # shard files in the source, validation included
+    chars_per_shard: int | None = None   # approximate characters of text per shard
+    bytes_per_shard: int | None = None   # approximate parquet bytes per shard
 
     def local_dir(self) -> Path:
         raise NotImplementedError
 
+    @property
+    def spec(self) -> str:
+        """How a user names this dataset on the command line (see `resolve`)."""
+        return self.name
+
+    def bind(self, arg: str) -> "ShardedDataset":
+        """The dataset for the spec `NAME:ARG`; only datasets that take an argument override this."""
+        raise DatasetError(f"dataset {self.name!r} takes no argument, got {self.name}:{arg}; "
+                           f"name it as just {self.name!r}")
+
+    def variants(self) -> list["ShardedDataset"]:
+        """The datasets `nanochat data list` shows for this one (`local` shows each folder it prepared)."""
+        return [self]
+
     def download_hint(self, num_shards: int | None = None) -> str:
         n = f" -n {num_shards}" if num_shards else ""
-        return f"nanochat data download {self.name}{n}"
+        return f"nanochat data download {self.spec}{n}"
 
+    def download(self, num_shards: int | None = None, workers: int = 4, **options):
+        raise DatasetError(f"dataset {self.spec!r} has nothing to download; {self.download_hint(num_shards)}")
+
+    # -- which files ------------------------------------------------------------------------------
     def shard_paths(self) -> list[Path]:
         d = self.local_dir()
         return sorted(d.glob("shard_*.parquet")) if d.exists() else []
 
     def shards(self, split: str) -> list[Path]:
-        """Train = every shard but the last; val = the last one."""
+        """Val = the pinned shard (or the last file); train = every other shard, in order."""
         if split not in SPLITS:
             raise DatasetError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
         found = self.shard_paths()
-        if len(found) < 2:
-            raise DatasetError(f"dataset {self.name!r} needs at least 2 shards in {self.local_dir()} "
-                               f"(train + validation) but has {len(found)}; get them with: {self.download_hint(2)}")
-        return found[:-1] if split == "train" else found[-1:]
+        if self.val_shard is None:
+            if len(found) < 2:
+                raise DatasetError(f"dataset {self.spec!r} needs at least 2 shards in {self.local_dir()} "
+                                   f"(train + validation) but has {len(found)}; get them with: "
+                                   f"{self.download_hint(1 if self.num_shards else 2)}")
+            return found[:-1] if split == "train" else found[-1:]
+        val = self.local_dir() / shard_name(self.val_shard)
+        train = [p for p in found if p.name != val.name]
+        if not train or not val.exists():
+            missing = " and ".join(m for m, gone in (("training shards", not train),
+                                                      (f"its validation shard {val.name}", not val.exists())) if gone)
+            raise DatasetError(f"dataset {self.spec!r} is missing {missing} in {self.local_dir()}; "
+                               f"get them with: {self.download_hint(max(len(train), 1))}")
+        return train if split == "train" else [val]
+
+    def train_shards_on_disk(self) -> int:
+        found = self.shard_paths()
+        if self.val_shard is None:
+            return max(len(found) - 1, 0)
+        return sum(1 for p in found if p.name != shard_name(self.val_shard))
+
+    def shards_for_chars(self, num_chars: float) -> int | None:
+        """Training shards that hold `num_chars` characters of text (None when the shard size is unknown)."""
+        return math.ceil(num_chars / self.chars_per_shard) if self.chars_per_shard else None
+
+    def too_few_shards(self, need: int, what: str = "the horizon") -> str | None:
+        """The message a stage shows when fewer than `need` training shards are on disk, else None."""
+        have = self.train_shards_on_disk()
+        if have >= need:
+            return None
+        return f"too few shards for {what}: you have {have}, need {need}: `{self.download_hint(need)}`"
 
     # -- reading -----------------------------------------------------------------------------------
     def _open(self, path: Path):
@@ -111,8 +175,73 @@ class ShardedDataset:
                     return
 
     def summary(self) -> dict:
+        """What is on disk now (reads parquet footers only)."""
         import pyarrow.parquet as pq
         paths = self.shard_paths()
         rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
         return {"name": self.name, "shards": len(paths), "documents": rows,
                 "bytes": sum(p.stat().st_size for p in paths), "path": str(self.local_dir())}
+
+
+class HubDataset(ShardedDataset):
+    """Shards `shard_XXXXX.parquet` of a Hugging Face dataset repo, downloaded into `datasets_dir()/<name>`.
+
+    Subclasses set `name`, `description`, `repo_id`, `num_shards` and the size facts; the last shard of
+    the repo is validation unless `val_shard` says otherwise. `download(n)` fetches training shards
+    0..n-1 plus the validation shard, so validation never changes with `-n`.
+    """
+
+    repo_id = ""
+    revision = "main"
+
+    def __init__(self):
+        if self.val_shard is None and self.num_shards:
+            self.val_shard = self.num_shards - 1
+
+    @property
+    def num_train_shards(self) -> int:
+        return self.num_shards - 1
+
+    def local_dir(self) -> Path:
+        from nanochat import paths
+        return paths.datasets_dir() / self.name
+
+    def shard_indices(self, num_train: int) -> list[int]:
+        """Which shards `download -n num_train` fetches: training shards 0..n-1, then validation (-1 = all)."""
+        if num_train is None or num_train == 0 or num_train < -1:
+            raise DatasetError(f"give the number of training shards to download for {self.spec!r}: -n N with "
+                               f"N between 1 and {self.num_train_shards} (or -1 for all), got {num_train}")
+        n = self.num_train_shards if num_train == -1 else min(num_train, self.num_train_shards)
+        return [i for i in range(self.num_shards) if i != self.val_shard][:n] + [self.val_shard]
+
+    def download(self, num_shards: int | None = None, workers: int = 4, **options):
+        from nanochat.download import download
+        return download(self, num_shards, workers=workers, **options)
+
+
+def write_shard(path: Path, docs: list[str]) -> None:
+    """Write documents as one shard in the house format (tmp file, then rename: never half a shard)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(pa.table({"text": pa.array(docs, type=pa.string())}), tmp, row_group_size=DOCS_PER_ROW_GROUP,
+                   compression="zstd", compression_level=3, use_dictionary=False, write_statistics=False)
+    os.replace(tmp, path)
+
+
+def resolve(spec: str, registry=None) -> ShardedDataset:
+    """The dataset a spec names: `NAME` or `NAME:ARG` (the argument goes to the dataset's `bind`).
+
+    `fineweb-edu` -> the registered dataset; `local:~/texts` -> the `local` dataset bound to that folder.
+    Unknown names raise an error that lists the valid ones.
+    """
+    from nanochat import plugins
+    registry = registry or plugins.registry()
+    name, sep, arg = spec.partition(":")
+    try:
+        dataset = registry.get("dataset", name.strip())
+    except plugins.UnknownName as exc:
+        if not Path(spec).expanduser().is_dir():
+            raise
+        raise plugins.UnknownName(f"{exc}; for a folder of your own files use local:{spec}") from None
+    return dataset.bind(arg) if sep else dataset

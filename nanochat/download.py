@@ -1,0 +1,336 @@
+"""Fetch a hub dataset's shards: parallel, retried, verified, and placed atomically.
+
+`download(dataset, n)` fetches training shards 0..n-1 plus the dataset's pinned validation shard from
+its Hugging Face repo through `huggingface_hub.hf_hub_download` (which resumes a broken transfer with
+HTTP Range requests). Each shard lands first in a hidden staging folder (`<local dir>/.download/`),
+is verified there — size and sha256 against the hub's metadata, parquet footer, `text` column, first
+row group — and only then renamed to `shard_XXXXX.parquet`. So a shard under its final name is always
+complete, a half-written file never looks like one, and rerunning skips what is already there.
+
+The endpoint is the `endpoint=` argument, else `HF_ENDPOINT`, else huggingface.co. `cmd_download` and
+`cmd_list` are the bodies of `nanochat data download` and `nanochat data list`.
+"""
+import hashlib
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nanochat.datasets import DatasetError, ShardedDataset, resolve, shard_name
+
+STAGING = ".download"
+STALE_PARTIAL_S = 600  # a partial file untouched this long belongs to a download that died
+PERMANENT_HTTP = (401, 403, 404)  # retrying will not help: wrong name, or no access
+
+
+class ShardError(DatasetError):
+    """A shard file failed verification; the message says how."""
+
+
+class DownloadError(DatasetError):
+    pass
+
+
+class _Cancelled(Exception):
+    """Raised inside a download thread to stop it (Ctrl-C in the main thread)."""
+
+
+@dataclass
+class DownloadSummary:
+    dataset: str
+    local_dir: Path
+    downloaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        ready = len(self.downloaded) + len(self.skipped)
+        return (f"{self.dataset}: {ready} shard(s) ready in {self.local_dir} ({len(self.downloaded)} downloaded, "
+                f"{_size(self.bytes)}; {len(self.skipped)} already there; {self.seconds:.1f} s)")
+
+
+# -- verification ----------------------------------------------------------------------------------
+def verify_shard(path: Path, *, size: int | None = None, sha256: str | None = None,
+                 first_row_group: bool = True) -> int:
+    """Check a shard file and return its number of documents; raise ShardError saying what is wrong.
+
+    Without `size`/`sha256` (a shard already on disk) this reads only the parquet footer, and the
+    first row group when asked: cheap enough to run on every shard at every start.
+    """
+    import pyarrow.parquet as pq
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        raise ShardError(f"{path} has {actual} bytes but the hub says {size} (truncated or padded)")
+    if sha256 is not None:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            raise ShardError(f"{path} has sha256 {digest.hexdigest()[:12]}… but the hub says {sha256[:12]}… (corrupt)")
+    try:
+        pf = pq.ParquetFile(path)
+        if "text" not in pf.schema_arrow.names:
+            raise ShardError(f"{path} has no `text` column (columns: {', '.join(pf.schema_arrow.names)})")
+        if first_row_group and pf.metadata.num_row_groups:
+            pf.read_row_group(0, columns=["text"])
+        return pf.metadata.num_rows
+    except ShardError:
+        raise
+    except Exception as exc:
+        raise ShardError(f"{path} is not a readable parquet shard ({exc})") from None
+
+
+# -- progress --------------------------------------------------------------------------------------
+class _Progress:
+    """One line per finished shard on stderr, plus a live status line when stderr is a terminal."""
+
+    def __init__(self, label: str, total: int, out):
+        self.label, self.total, self.out = label, total, out
+        self.done = self.bytes = 0
+        self.start = self.shown = time.monotonic()
+        self.live = hasattr(out, "isatty") and out.isatty()
+        self.lock = threading.Lock()
+
+    def add_bytes(self, n: int) -> None:
+        with self.lock:
+            self.bytes += n
+            if self.live and time.monotonic() - self.shown > 0.25:
+                self._status()
+
+    def line(self, text: str, finished: bool = False) -> None:
+        with self.lock:
+            self.done += finished
+            if self.live:
+                self.out.write("\r\033[K")
+            self.out.write(f"  [{self.done}/{self.total}] {text}\n" if finished else f"  {text}\n")
+            if self.live:
+                self._status()
+            self.out.flush()
+
+    def _status(self) -> None:
+        rate = self.bytes / max(time.monotonic() - self.start, 1e-6)
+        self.out.write(f"\r\033[K{self.label}: {self.done}/{self.total} shards, {_size(self.bytes)}, "
+                       f"{_size(rate)}/s")
+        self.out.flush()
+        self.shown = time.monotonic()
+
+    def close(self) -> None:
+        if self.live:
+            self.out.write("\r\033[K")
+            self.out.flush()
+
+
+def _byte_counter(progress: _Progress, stop: threading.Event):
+    """A tqdm class for huggingface_hub that draws nothing: it feeds our progress and honours Ctrl-C."""
+    from tqdm import tqdm
+
+    class ByteCounter(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            if stop.is_set():
+                raise _Cancelled()
+            progress.add_bytes(n or 0)
+
+    return ByteCounter
+
+
+# -- one shard -------------------------------------------------------------------------------------
+@dataclass
+class _Job:
+    dataset: ShardedDataset
+    endpoint: str | None
+    token: str | bool | None
+    retries: int
+    backoff: float
+    progress: _Progress
+    stop: threading.Event
+    counter: type
+
+
+def _fetch(job: _Job, index: int) -> tuple[str, int]:
+    """Make shard `index` present and verified; return ("skipped" | "downloaded", bytes fetched)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    ds, name = job.dataset, shard_name(index)
+    final = ds.local_dir() / name
+    remote = f"{ds.repo_id}/{name}"
+    if final.exists():
+        try:
+            verify_shard(final, first_row_group=False)
+            job.progress.line(f"{name} already on disk", finished=True)
+            return "skipped", 0
+        except ShardError as exc:  # e.g. left by a tool that wrote in place; the hub has the original
+            job.progress.line(f"{exc}; deleting it and downloading it again")
+            final.unlink()
+    stage = ds.local_dir() / STAGING
+    last = None
+    for attempt in range(1, job.retries + 1):
+        if job.stop.is_set():
+            raise _Cancelled()
+        staged = stage / name
+        try:
+            url = hf_hub_url(ds.repo_id, name, repo_type="dataset", revision=ds.revision, endpoint=job.endpoint)
+            meta = get_hf_file_metadata(url, token=job.token)
+            got = Path(hf_hub_download(ds.repo_id, name, repo_type="dataset", revision=ds.revision,
+                                       local_dir=stage, endpoint=job.endpoint, token=job.token,
+                                       force_download=attempt > 1, tqdm_class=job.counter))
+            sha = meta.etag if meta.etag and len(meta.etag) == 64 else None  # LFS files: etag = sha256
+            verify_shard(got, size=meta.size, sha256=sha)
+            os.replace(got, final)
+            job.progress.line(f"{name} {_size(final.stat().st_size)}", finished=True)
+            return "downloaded", final.stat().st_size
+        except _Cancelled:
+            raise
+        except OfflineModeIsEnabled:
+            raise DownloadError(f"cannot download {remote}: HF_HUB_OFFLINE is set; unset it and retry") from None
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status in PERMANENT_HTTP:
+                raise DownloadError(f"cannot download {remote} from {job.endpoint or 'huggingface.co'}: HTTP {status} "
+                                    f"({_first_line(exc)}); check the dataset's repo_id and your access "
+                                    f"(`hf auth login` for gated repos)") from None
+            last = exc
+        except Exception as exc:  # network trouble, a short or corrupt file: try again
+            last = exc
+        staged.unlink(missing_ok=True)
+        if attempt < job.retries:
+            wait_s = job.backoff * 2 ** (attempt - 1)
+            job.progress.line(f"{name}: attempt {attempt}/{job.retries} failed ({_first_line(last)}); "
+                              f"retrying in {wait_s:g} s")
+            job.stop.wait(wait_s)
+    raise DownloadError(f"{final} (repo file {remote}) is still bad after {job.retries} attempts: "
+                        f"{_first_line(last)}")
+
+
+# -- the whole download ----------------------------------------------------------------------------
+def download(dataset: ShardedDataset, num_shards: int | None, workers: int = 4, *, endpoint: str | None = None,
+             token: str | bool | None = None, retries: int = 5, backoff: float = 2.0,
+             out=None) -> DownloadSummary:
+    """Fetch training shards 0..num_shards-1 (-1 = all) and the validation shard of a hub dataset.
+
+    Shards already on disk are kept; the others are fetched by `workers` threads, each retried
+    `retries` times with exponential backoff (`backoff`, 2x, 4x ... seconds). Raises DownloadError
+    naming every shard that could not be fetched; the good ones stay.
+    """
+    if not getattr(dataset, "repo_id", None):
+        raise DatasetError(f"dataset {dataset.spec!r} is not downloaded from the hub; {dataset.download_hint()}")
+    if workers < 1 or retries < 1:
+        raise DatasetError(f"workers and retries must be at least 1, got workers={workers}, retries={retries}")
+    indices = dataset.shard_indices(num_shards)
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    out = out or sys.stderr
+    local = dataset.local_dir()
+    local.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(local / STAGING)
+
+    progress = _Progress(dataset.spec, len(indices), out)
+    stop = threading.Event()
+    job = _Job(dataset, endpoint, token, retries, backoff, progress, stop, _byte_counter(progress, stop))
+    summary = DownloadSummary(dataset.spec, local)
+    out.write(f"{dataset.spec}: {len(indices) - 1} training shard(s) + validation shard "
+              f"{dataset.val_shard} from {dataset.repo_id} into {local} ({workers} workers)\n")
+    failures = []
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nanochat-download")
+    futures = {pool.submit(_fetch, job, i): i for i in indices}
+    try:
+        for fut in as_completed(futures):
+            try:
+                outcome, nbytes = fut.result()
+            except DownloadError as exc:
+                failures.append(str(exc))
+                progress.line(f"FAILED {shard_name(futures[fut])}", finished=True)
+                continue
+            (summary.downloaded if outcome == "downloaded" else summary.skipped).append(shard_name(futures[fut]))
+            summary.bytes += nbytes
+    except BaseException:  # Ctrl-C: stop the threads at their next chunk; partial files are discarded
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        progress.close()
+        raise
+    pool.shutdown()
+    progress.close()
+    summary.seconds = time.monotonic() - progress.start
+    if failures:
+        raise DownloadError(f"{len(failures)} of {len(indices)} shard(s) of {dataset.spec!r} could not be "
+                            f"downloaded:\n  " + "\n  ".join(failures) +
+                            f"\nthe {len(indices) - len(failures)} good one(s) are kept in {local}; "
+                            f"rerun `{dataset.download_hint(num_shards)}` to try again")
+    shutil.rmtree(local / STAGING, ignore_errors=True)  # only hub bookkeeping is left there
+    return summary
+
+
+def _remove_stale_partials(stage: Path) -> None:
+    """Partial files of downloads killed without cleanup (kill -9, power loss) are never reused: drop them."""
+    now = time.time()
+    for p in stage.rglob("*.incomplete") if stage.exists() else ():
+        if now - p.stat().st_mtime > STALE_PARTIAL_S:
+            p.unlink(missing_ok=True)
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+# -- command bodies --------------------------------------------------------------------------------
+def cmd_download(dataset_spec: str, num_shards: int | None, workers: int = 4) -> int:
+    """`nanochat data download DATASET -n N [-w WORKERS]`; errors are raised as NanochatError."""
+    dataset = resolve(dataset_spec)
+    summary = dataset.download(num_shards, workers=workers)
+    print(summary)
+    return 0
+
+
+def list_rows() -> list[dict]:
+    """One row per dataset (and per prepared `local:` folder): what is on disk and what exists."""
+    from nanochat import plugins
+    rows = []
+    for registered in plugins.registry().all("dataset"):
+        for ds in registered.variants():
+            try:
+                found = ds.shard_paths()
+                path = str(ds.local_dir())
+            except DatasetError:  # an unbound `local` names no folder yet
+                found, path = None, None
+            rows.append({"name": ds.spec, "description": ds.description,
+                         "shards_on_disk": len(found) if found is not None else None,
+                         "shards_available": ds.num_shards,
+                         "bytes": sum(p.stat().st_size for p in found) if found is not None else None,
+                         "path": path})
+    return rows
+
+
+def cmd_list(as_json: bool = False) -> int:
+    """`nanochat data list [--json]`."""
+    from nanochat.cli import _print_table
+    rows = list_rows()
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    table = []
+    for r in rows:
+        shards = "-" if r["shards_on_disk"] is None else str(r["shards_on_disk"])
+        desc = r["description"] if len(r["description"]) <= 60 else r["description"][:59] + "…"
+        table.append({"name": r["name"], "description": desc,
+                      "shards": f"{shards}/{r['shards_available']}" if r["shards_available"] else shards,
+                      "size": _size(r["bytes"]) if r["bytes"] is not None else "-", "path": r["path"]})
+    _print_table(table, ["name", "description", "shards", "size", "path"])
+    return 0
