@@ -99,14 +99,14 @@ class ShardedDataset:
             if len(found) < 2:
                 raise DatasetError(f"dataset {self.spec!r} needs at least 2 shards in {self.local_dir()} "
                                    f"(train + validation) but has {len(found)}; get them with: "
-                                   f"{self.download_hint(1 if self.num_shards else 2)}")
+                                   f"{self.download_hint(2)}")
             return found[:-1] if split == "train" else found[-1:]
         val = self.local_dir() / shard_name(self.val_shard)
         train = [p for p in found if p.name != val.name]
         if not train or not val.exists():
-            missing = " and ".join(m for m, gone in (("training shards", not train),
-                                                      (f"its validation shard {val.name}", not val.exists())) if gone)
-            raise DatasetError(f"dataset {self.spec!r} is missing {missing} in {self.local_dir()}; "
+            missing = ["training shards"] if not train else []
+            missing += [f"its validation shard {val.name}"] if not val.exists() else []
+            raise DatasetError(f"dataset {self.spec!r} is missing {' and '.join(missing)} in {self.local_dir()}; "
                                f"get them with: {self.download_hint(max(len(train), 1))}")
         return train if split == "train" else [val]
 

@@ -13,6 +13,7 @@ The endpoint is the `endpoint=` argument, else `HF_ENDPOINT`, else huggingface.c
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import threading
@@ -26,6 +27,7 @@ from nanochat.datasets import DatasetError, ShardedDataset, resolve, shard_name
 STAGING = ".download"
 STALE_PARTIAL_S = 600  # a partial file untouched this long belongs to a download that died
 PERMANENT_HTTP = (401, 403, 404)  # retrying will not help: wrong name, or no access
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ShardError(DatasetError):
@@ -141,6 +143,14 @@ def _byte_counter(progress: _Progress, stop: threading.Event):
                 raise _Cancelled()
             progress.add_bytes(n or 0)
 
+        # Having these tells huggingface_hub's Xet path to use one bar, not a second one for network bytes
+        # (which would count every byte twice); we show file bytes only.
+        def update_transfer(self, n=1):
+            pass
+
+        def set_transfer_postfix_str(self, *args, **kwargs):
+            pass
+
     return ByteCounter
 
 
@@ -182,14 +192,17 @@ def _fetch(job: _Job, index: int) -> tuple[str, int]:
         try:
             url = hf_hub_url(ds.repo_id, name, repo_type="dataset", revision=ds.revision, endpoint=job.endpoint)
             meta = get_hf_file_metadata(url, token=job.token)
-            got = Path(hf_hub_download(ds.repo_id, name, repo_type="dataset", revision=ds.revision,
-                                       local_dir=stage, endpoint=job.endpoint, token=job.token,
-                                       force_download=attempt > 1, tqdm_class=job.counter))
-            sha = meta.etag if meta.etag and len(meta.etag) == 64 else None  # LFS files: etag = sha256
+            # The commit the metadata came from, so that size and hash describe the very bytes we get.
+            got = Path(hf_hub_download(ds.repo_id, name, repo_type="dataset",
+                                       revision=meta.commit_hash or ds.revision, local_dir=stage,
+                                       endpoint=job.endpoint, token=job.token, force_download=attempt > 1,
+                                       tqdm_class=job.counter))
+            sha = meta.etag if meta.etag and SHA256.fullmatch(meta.etag) else None  # LFS files: etag = sha256
             verify_shard(got, size=meta.size, sha256=sha)
+            size = got.stat().st_size
             os.replace(got, final)
-            job.progress.line(f"{name} {_size(final.stat().st_size)}", finished=True)
-            return "downloaded", final.stat().st_size
+            job.progress.line(f"{name} {_size(size)}", finished=True)
+            return "downloaded", size
         except _Cancelled:
             raise
         except OfflineModeIsEnabled:
@@ -197,7 +210,7 @@ def _fetch(job: _Job, index: int) -> tuple[str, int]:
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             if status in PERMANENT_HTTP:
-                raise DownloadError(f"cannot download {remote} from {job.endpoint or 'huggingface.co'}: HTTP {status} "
+                raise DownloadError(f"cannot download {remote} from {job.endpoint or 'huggingface.co'} "
                                     f"({_first_line(exc)}); check the dataset's repo_id and your access "
                                     f"(`hf auth login` for gated repos)") from None
             last = exc
@@ -279,6 +292,9 @@ def _remove_stale_partials(stage: Path) -> None:
 
 
 def _first_line(exc) -> str:
+    response = getattr(exc, "response", None)
+    if response is not None:  # an HTTP error: its status and the hub's own words, not the whole URL
+        return f"HTTP {response.status_code}: {getattr(exc, 'server_message', None) or response.reason_phrase}"
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
 
