@@ -244,4 +244,4 @@ def resolve(spec: str, registry=None) -> ShardedDataset:
         if not Path(spec).expanduser().is_dir():
             raise
         raise plugins.UnknownName(f"{exc}; for a folder of your own files use local:{spec}") from None
-    return dataset.bind(arg) if sep else dataset
+    return dataset.bind(arg.strip()) if sep else dataset

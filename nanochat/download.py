@@ -75,7 +75,8 @@ def verify_shard(path: Path, *, size: int | None = None, sha256: str | None = No
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
         if digest.hexdigest() != sha256:
-            raise ShardError(f"{path} has sha256 {digest.hexdigest()[:12]}… but the hub says {sha256[:12]}… (corrupt)")
+            raise ShardError(f"{path} has sha256 {digest.hexdigest()[:12]}… but the hub says {sha256[:12]}… "
+                             f"(corrupt)")
     try:
         pf = pq.ParquetFile(path)
         if "text" not in pf.schema_arrow.names:
@@ -222,7 +223,7 @@ def _fetch(job: _Job, index: int) -> tuple[str, int]:
             job.progress.line(f"{name}: attempt {attempt}/{job.retries} failed ({_first_line(last)}); "
                               f"retrying in {wait_s:g} s")
             job.stop.wait(wait_s)
-    raise DownloadError(f"{final} (repo file {remote}) is still bad after {job.retries} attempts: "
+    raise DownloadError(f"{final} (repo file {remote}) could not be fetched intact after {job.retries} attempts: "
                         f"{_first_line(last)}")
 
 
@@ -251,6 +252,8 @@ def download(dataset: ShardedDataset, num_shards: int | None, workers: int = 4, 
     stop = threading.Event()
     job = _Job(dataset, endpoint, token, retries, backoff, progress, stop, _byte_counter(progress, stop))
     summary = DownloadSummary(dataset.spec, local)
+    if num_shards > dataset.num_train_shards:
+        out.write(f"{dataset.spec} has only {dataset.num_train_shards} training shards; fetching all of them\n")
     out.write(f"{dataset.spec}: {len(indices) - 1} training shard(s) + validation shard "
               f"{dataset.val_shard} from {dataset.repo_id} into {local} ({workers} workers)\n")
     failures = []
@@ -273,6 +276,8 @@ def download(dataset: ShardedDataset, num_shards: int | None, workers: int = 4, 
         raise
     pool.shutdown()
     progress.close()
+    summary.downloaded.sort()
+    summary.skipped.sort()
     summary.seconds = time.monotonic() - progress.start
     if failures:
         raise DownloadError(f"{len(failures)} of {len(indices)} shard(s) of {dataset.spec!r} could not be "
@@ -287,8 +292,11 @@ def _remove_stale_partials(stage: Path) -> None:
     """Partial files of downloads killed without cleanup (kill -9, power loss) are never reused: drop them."""
     now = time.time()
     for p in stage.rglob("*.incomplete") if stage.exists() else ():
-        if now - p.stat().st_mtime > STALE_PARTIAL_S:
-            p.unlink(missing_ok=True)
+        try:
+            if now - p.stat().st_mtime > STALE_PARTIAL_S:
+                p.unlink()
+        except FileNotFoundError:  # finished or cleaned up by its own download meanwhile
+            pass
 
 
 def _first_line(exc) -> str:

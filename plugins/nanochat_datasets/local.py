@@ -55,14 +55,14 @@ class LocalDataset(ShardedDataset):
         return LocalDataset(arg)
 
     def variants(self) -> list[ShardedDataset]:
-        """Every folder converted so far (from its cache), or just `local` itself when there is none."""
+        """`local` itself, then every folder converted so far (read from its cache, nothing is converted)."""
         from nanochat import paths
         root = paths.datasets_dir() / "local"
         found = []
         for d in sorted(root.iterdir()) if root.exists() else ():
             if not d.name.startswith(".") and (d / "source.json").exists():
                 found.append(LocalDataset(json.loads((d / "source.json").read_text())["source"], cache=d))
-        return found or [self]
+        return [self] + found
 
     def download_hint(self, num_shards=None) -> str:
         if self.source is None:
@@ -171,7 +171,8 @@ def _documents(files: list[Path]) -> Iterator[str]:
                 try:
                     texts = pf.read_row_group(rg, columns=["text"]).column("text").to_pylist()
                 except Exception as exc:
-                    raise DatasetError(f"{path} row group {rg} cannot be read ({exc}); fix or remove the file") from None
+                    raise DatasetError(f"{path} row group {rg} cannot be read ({exc}); "
+                                       f"fix or remove the file") from None
                 yield from (t for t in texts if t and t.strip())
 
 
