@@ -32,6 +32,7 @@ pub const OK: i64 = 0;
 pub const ERR_ARGS: i64 = -1; // a null pointer, or document ends that do not fit the buffer
 pub const ERR_TRAINED: i64 = -2; // the trainer was already used for training
 pub const ERR_PANIC: i64 = -3; // a bug: please report it
+pub const ERR_TOO_BIG: i64 = -4; // more unique chunks than one training run can hold (~16 GB)
 
 /// A trainer: chunk counts so far, one table per thread.
 pub struct Trainer {
@@ -176,9 +177,13 @@ pub unsafe extern "C" fn nbpe_train(t: *mut Trainer, num_merges: u32, out: *mut 
             all.absorb(table);
         }
         t.unique_chunks = all.len() as u64;
-        let mut words = merge::Words::new();
-        all.for_each(|chunk, k| words.push(chunk, k));
+        let mut words = merge::Words::default();
+        let mut fits = true;
+        all.for_each(|chunk, k| fits &= words.push(chunk, k));
         drop(all);
+        if !fits {
+            return ERR_TOO_BIG;
+        }
         let merges = merge::train(words, num_merges as usize);
         for (k, &(a, b)) in merges.iter().enumerate() {
             out[2 * k] = a;

@@ -1,13 +1,17 @@
 //! Learning merges from counted chunks ("words").
 //!
-//! Every unique chunk becomes a word: its bytes as token ids, stored back to back in one arena,
-//! with its count. We keep, for every adjacent pair, its total count (summed over words, weighted
-//! by word count) and the words it occurs in. Each step takes the best pair from a lazy max-heap
-//! (higher count first, then the smaller pair), rewrites only the words that contain it, and
-//! updates the counts of just the pairs around each rewrite. Heap entries are never updated in
-//! place: a popped entry whose count is stale is pushed back with the true count.
+//! Every unique chunk becomes a word: its bytes as token ids, with its count. For every adjacent
+//! pair we keep its total count (summed over words, weighted by word count) and the words it
+//! occurs in. Each step takes the best pair from a lazy max-heap (higher count first, then the
+//! smaller pair), rewrites only the words listed for it, and updates the counts of just the pairs
+//! around each rewrite. Heap entries are never updated in place: a popped entry whose count is
+//! stale is pushed back with the true count.
+//!
+//! Speed comes from memory layout: a word is one contiguous run `[len, count_lo, count_hi, ids...]`
+//! in a single arena (one cache miss per visit, and the next words are prefetched), and the count
+//! changes of a step are summed in flat arrays indexed by the neighbouring token before they touch
+//! the pair hash map.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -43,7 +47,71 @@ fn pair(a: u32, b: u32) -> u64 {
 #[derive(Default)]
 struct PairStats {
     count: i64,
-    words: Vec<u32>, // words this pair occurs (or occurred) in; may hold stale entries
+    words: WordList, // handles of the words this pair occurs (or occurred) in, ascending
+}
+
+/// A list of word handles. Most pairs occur in only a few words, so up to `INLINE` handles live
+/// inside the list itself: the hundreds of thousands of rare pairs cost no allocation (and no free).
+enum WordList {
+    Inline(u8, [u32; INLINE]),
+    Heap(Vec<u32>),
+}
+
+const INLINE: usize = 4;
+
+impl Default for WordList {
+    fn default() -> Self {
+        WordList::Inline(0, [0; INLINE])
+    }
+}
+
+impl WordList {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            WordList::Inline(n, items) => &items[..*n as usize],
+            WordList::Heap(v) => v,
+        }
+    }
+
+    /// Append `h` unless it is already the last handle.
+    #[inline]
+    fn push_new(&mut self, h: u32) {
+        match self {
+            WordList::Inline(n, items) => {
+                let len = *n as usize;
+                if len > 0 && items[len - 1] == h {
+                    return;
+                }
+                if len < INLINE {
+                    items[len] = h;
+                    *n += 1;
+                } else {
+                    let mut v = Vec::with_capacity(2 * INLINE);
+                    v.extend_from_slice(items);
+                    v.push(h);
+                    *self = WordList::Heap(v);
+                }
+            }
+            WordList::Heap(v) => {
+                if v.last() != Some(&h) {
+                    v.push(h);
+                }
+            }
+        }
+    }
+
+    /// Take the handles out of `v`: copied inline if few (`v` keeps its memory for reuse), else moved.
+    fn take_from(v: &mut Vec<u32>) -> Self {
+        if v.len() <= INLINE {
+            let mut items = [0; INLINE];
+            items[..v.len()].copy_from_slice(v);
+            let list = WordList::Inline(v.len() as u8, items);
+            v.clear();
+            list
+        } else {
+            WordList::Heap(std::mem::take(v))
+        }
+    }
 }
 
 /// Heap order: higher count first, then the smaller pair.
@@ -65,56 +133,106 @@ impl PartialOrd for Candidate {
     }
 }
 
-/// All words, back to back: word `w` is `ids[start[w]..start[w] + len[w]]`.
+const HEADER: usize = 3; // len, count (low 32 bits), count (high 32 bits)
+
+/// All words in one arena; a word's handle is the index of its header.
 pub struct Words {
-    ids: Vec<u32>,
-    start: Vec<usize>,
-    len: Vec<u32>,
-    count: Vec<i64>,
+    data: Vec<u32>,
+    handles: Vec<u32>,
+}
+
+impl Default for Words {
+    fn default() -> Self {
+        Words { data: Vec::new(), handles: Vec::new() }
+    }
 }
 
 impl Words {
-    pub fn new() -> Self {
-        Words { ids: Vec::new(), start: Vec::new(), len: Vec::new(), count: Vec::new() }
-    }
-
     /// Add a chunk; single bytes are skipped (they hold no pair and never change).
-    pub fn push(&mut self, chunk: &[u8], count: u64) {
+    /// False if the arena is full (handles are u32: about 16 GB of words).
+    pub fn push(&mut self, chunk: &[u8], count: u64) -> bool {
         if chunk.len() < 2 || count == 0 {
-            return;
+            return true;
         }
-        self.start.push(self.ids.len());
-        self.len.push(chunk.len() as u32);
-        self.count.push(count as i64);
-        self.ids.extend(chunk.iter().map(|&b| b as u32));
+        if self.data.len() + HEADER + chunk.len() > u32::MAX as usize {
+            return false;
+        }
+        self.handles.push(self.data.len() as u32);
+        self.data.extend([chunk.len() as u32, count as u32, (count >> 32) as u32]);
+        self.data.extend(chunk.iter().map(|&b| b as u32));
+        true
     }
 
     pub fn len(&self) -> usize {
-        self.count.len()
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+}
+
+#[inline(always)]
+fn prefetch(data: &[u32], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if at < data.len() {
+        // SAFETY: a prefetch is only a hint; the address is in bounds anyway.
+        unsafe { std::arch::x86_64::_mm_prefetch(data.as_ptr().add(at) as *const i8, std::arch::x86_64::_MM_HINT_T0) }
+    }
+}
+
+/// The changes of one step, gathered per neighbouring token before they reach the hash map:
+/// a merge site `x a b y -> x new y` moves the word's count from (x, a) to (x, new) and from
+/// (b, y) to (new, y). `left[x]` / `right[y]` sum those counts and list the words (ascending, as
+/// they are visited) where the new pairs (x, new) / (new, y) were born.
+#[derive(Default)]
+struct Side {
+    sum: Vec<i64>,
+    words: Vec<Vec<u32>>,
+    touched: Vec<u32>,
+}
+
+impl Side {
+    fn new(vocab: usize) -> Self {
+        Side { sum: vec![0; vocab], words: vec![Vec::new(); vocab], touched: Vec::new() }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, token: u32, c: i64, h: u32) {
+        let t = token as usize;
+        if self.sum[t] == 0 {
+            self.touched.push(token);
+        }
+        self.sum[t] += c;
+        if self.words[t].last() != Some(&h) {
+            self.words[t].push(h);
+        }
     }
 }
 
 struct Trainer {
-    words: Words,
+    data: Vec<u32>,
     pairs: PairMap<PairStats>,
     heap: BinaryHeap<Candidate>,
+    left: Side,
+    right: Side,
 }
 
 impl Trainer {
-    fn new(words: Words) -> Self {
+    fn new(words: Words, vocab: usize) -> Self {
+        let Words { data, handles } = words;
         let mut pairs: PairMap<PairStats> = PairMap::default();
-        for w in 0..words.len() {
-            let (s, n, c) = (words.start[w], words.len[w] as usize, words.count[w]);
-            for k in s..s + n - 1 {
-                let st = pairs.entry(pair(words.ids[k], words.ids[k + 1])).or_default();
+        for &h in &handles {
+            let at = h as usize;
+            let (n, c) = (data[at] as usize, count(&data, at));
+            for k in at + HEADER..at + HEADER + n - 1 {
+                let st = pairs.entry(pair(data[k], data[k + 1])).or_default();
                 st.count += c;
-                if st.words.last() != Some(&(w as u32)) {
-                    st.words.push(w as u32);
-                }
+                st.words.push_new(h);
             }
         }
         let heap = pairs.iter().map(|(&p, st)| Candidate { count: st.count, pair: p }).collect();
-        Trainer { words, pairs, heap }
+        Trainer { data, pairs, heap, left: Side::new(vocab), right: Side::new(vocab) }
     }
 
     /// Pop the best pair whose count is up to date; None when no pair is left.
@@ -133,79 +251,88 @@ impl Trainer {
         None
     }
 
-    /// Change the count of `p` by `delta`; a pair that gains is recorded as occurring in word `w`
-    /// (only pairs containing the new token gain, and they are all born in this step).
+    /// Replace pair (a, b) by `new` in the word at `h`, left to right, recording the count changes.
     #[inline]
-    fn bump(&mut self, p: u64, delta: i64, w: u32, born: &mut Vec<u64>) {
-        match self.pairs.entry(p) {
-            Entry::Occupied(mut e) => {
-                let st = e.get_mut();
-                st.count += delta;
-                if delta > 0 && st.words.last() != Some(&w) {
-                    st.words.push(w);
+    fn merge_word(&mut self, h: u32, a: u32, b: u32, new: u32) {
+        let at = h as usize;
+        let (n, c) = (self.data[at] as usize, count(&self.data, at));
+        let ids = &mut self.data[at + HEADER..at + HEADER + n];
+        let Some(first) = ids.windows(2).position(|w| w[0] == a && w[1] == b) else {
+            return; // a stale entry: an earlier merge took this occurrence
+        };
+        let (mut read, mut write) = (first, first);
+        while read < n {
+            let x = ids[read];
+            if x == a && read + 1 < n && ids[read + 1] == b {
+                if write > 0 {
+                    self.left.add(ids[write - 1], c, h); // already rewritten: may be `new`
                 }
-            }
-            Entry::Vacant(e) => {
-                born.push(p);
-                e.insert(PairStats { count: delta, words: vec![w] });
-            }
-        }
-    }
-
-    /// Replace pair (a, b) by `new` in word `w`, left to right, updating the neighbouring pairs.
-    fn merge_word(&mut self, w: u32, a: u32, b: u32, new: u32, born: &mut Vec<u64>) {
-        let (s, n, c) = (self.words.start[w as usize], self.words.len[w as usize] as usize, self.words.count[w as usize]);
-        let (mut read, mut write) = (s, s);
-        let end = s + n;
-        while read < end {
-            let x = self.words.ids[read];
-            if x == a && read + 1 < end && self.words.ids[read + 1] == b {
-                if write > s {
-                    let prev = self.words.ids[write - 1]; // already rewritten: may be `new`
-                    self.bump(pair(prev, a), -c, w, born);
-                    self.bump(pair(prev, new), c, w, born);
+                if read + 2 < n {
+                    self.right.add(ids[read + 2], c, h); // not rewritten yet: never `new`
                 }
-                if read + 2 < end {
-                    let next = self.words.ids[read + 2];
-                    self.bump(pair(b, next), -c, w, born);
-                    self.bump(pair(new, next), c, w, born);
-                }
-                self.words.ids[write] = new;
+                ids[write] = new;
                 read += 2;
             } else {
-                self.words.ids[write] = x;
+                ids[write] = x;
                 read += 1;
             }
             write += 1;
         }
-        self.words.len[w as usize] = (write - s) as u32;
+        self.data[at] = write as u32;
+    }
+
+    #[inline]
+    fn bump(&mut self, p: u64, delta: i64) {
+        self.pairs.entry(p).or_default().count += delta;
     }
 
     fn step(&mut self, new: u32) -> Option<(u32, u32)> {
         let p = self.best()?;
         let (a, b) = ((p >> 32) as u32, p as u32);
         let stats = self.pairs.remove(&p).expect("the best pair has stats");
-        let mut born = Vec::new();
-        for &w in &stats.words {
-            self.merge_word(w, a, b, new, &mut born); // a word listed twice is a no-op the 2nd time
+        const AHEAD: usize = 8;
+        let words = stats.words.as_slice();
+        for (k, &h) in words.iter().enumerate() {
+            if let Some(&later) = words.get(k + AHEAD) {
+                prefetch(&self.data, later as usize);
+            }
+            self.merge_word(h, a, b, new);
         }
-        for q in born {
-            let count = self.pairs.get(&q).map_or(0, |st| st.count);
+        // Move the summed counts: (x, a) -> (x, new) and (b, y) -> (new, y).
+        let mut born = Vec::with_capacity(self.left.touched.len() + self.right.touched.len());
+        for x in std::mem::take(&mut self.left.touched) {
+            let c = std::mem::take(&mut self.left.sum[x as usize]);
+            self.bump(pair(x, a), -c);
+            born.push((pair(x, new), c, WordList::take_from(&mut self.left.words[x as usize])));
+        }
+        for y in std::mem::take(&mut self.right.touched) {
+            let c = std::mem::take(&mut self.right.sum[y as usize]);
+            self.bump(pair(b, y), -c);
+            born.push((pair(new, y), c, WordList::take_from(&mut self.right.words[y as usize])));
+        }
+        // Every occurrence of (a, b) is gone (the sums above may have put a count back on it).
+        self.pairs.remove(&p);
+        // The new pairs are all distinct ((new, new) can only come from the left) and did not
+        // exist before, except that a left sum may already have taken some count off (new, y).
+        for (q, c, words) in born {
+            let count = c + self.pairs.remove(&q).map_or(0, |st| st.count);
             if count > 0 {
+                self.pairs.insert(q, PairStats { count, words });
                 self.heap.push(Candidate { count, pair: q });
-            } else {
-                self.pairs.remove(&q);
             }
         }
-        // Occurrences of (a, b) are all gone; drop the count the loop above put back for it.
-        self.pairs.remove(&p);
         Some((a, b))
     }
 }
 
+#[inline(always)]
+fn count(data: &[u32], at: usize) -> i64 {
+    (data[at + 1] as u64 | (data[at + 2] as u64) << 32) as i64
+}
+
 /// Learn up to `num_merges` merges; merge i creates token 256 + i.
 pub fn train(words: Words, num_merges: usize) -> Vec<(u32, u32)> {
-    let mut t = Trainer::new(words);
+    let mut t = Trainer::new(words, 256 + num_merges);
     let mut merges = Vec::with_capacity(num_merges);
     for i in 0..num_merges {
         match t.step(256 + i as u32) {
@@ -221,7 +348,7 @@ mod tests {
     use super::*;
 
     fn run(chunks: &[(&str, u64)], n: usize) -> Vec<(u32, u32)> {
-        let mut words = Words::new();
+        let mut words = Words::default();
         for (c, k) in chunks {
             words.push(c.as_bytes(), *k);
         }
@@ -240,6 +367,23 @@ mod tests {
         assert_eq!(run(&[("aaaa", 1)], 5), vec![(97, 97), (256, 256)]);
         // "aaa" -> [A, a]; then (A, a).
         assert_eq!(run(&[("aaa", 1)], 5), vec![(97, 97), (256, 97)]);
+        // "abab" x2 and "ba" x3: (b, a) = 5 wins, then "a" "ba" "b" -> ...
+        assert_eq!(run(&[("abab", 2), ("ba", 3)], 1), vec![(98, 97)]);
+    }
+
+    #[test]
+    fn big_counts_survive_the_arena() {
+        assert_eq!(run(&[("ab", 5_000_000_000), ("cd", 4_999_999_999), ("cd", 2)], 2), vec![(99, 100), (97, 98)]);
+    }
+
+    #[test]
+    fn word_lists_spill_to_the_heap() {
+        let mut list = WordList::default();
+        for h in [1, 1, 2, 3, 4, 4, 5, 6] {
+            list.push_new(h);
+        }
+        assert_eq!(list.as_slice(), &[1, 2, 3, 4, 5, 6]);
+        assert!(std::mem::size_of::<WordList>() <= 32);
     }
 
     #[test]

@@ -33,7 +33,8 @@ GPT4_PATTERN = NANOCHAT_PATTERN.replace(r"\p{N}{1,2}", r"\p{N}{1,3}")
 _DIGITS = {NANOCHAT_PATTERN: 2, GPT4_PATTERN: 3}
 
 _ERRORS = {-1: "bad arguments", -2: "this trainer has already trained (make a new one)",
-           -3: "internal error (a panic in Rust): please report it"}
+           -3: "internal error (a panic in Rust): please report it",
+           -4: "too many unique chunks for one training run (the word arena holds ~16 GB): train on less text"}
 
 
 def scanner_digits(pattern: str) -> int | None:
