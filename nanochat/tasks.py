@@ -206,7 +206,7 @@ class Task:
     kind = "conversations"
     splits: tuple = ("train",)
     description = ""
-    argument: str | None = None  # e.g. "PATH": the task is also used as "NAME:PATH" (see with_arg)
+    argument: str | None = None  # e.g. "PATH": the task is also used as "NAME:PATH" (see bind)
     argument_required = False  # True when plain "NAME" cannot be used (customjson needs its file)
 
     def num_examples(self, split: str) -> int:
@@ -245,7 +245,7 @@ class Task:
             raise TaskError(f"task {self.name!r} has no split {split!r}; its splits are {', '.join(self.splits)}")
         return split
 
-    def with_arg(self, arg: str) -> "Task":
+    def bind(self, arg: str) -> "Task":
         """The task configured by the ARG of a "NAME:ARG" spec (a file, usually)."""
         raise TaskError(f"task {self.name!r} takes no argument, got {self.name}:{arg}; use plain {self.name!r}")
 
@@ -608,9 +608,9 @@ def resolve(spec: str, registry=None) -> Task:
         return task
     if not arg:
         raise TaskError(f"task spec {spec!r} has an empty argument; write {name}:{getattr(task, 'argument', None) or 'ARG'}")
-    if not hasattr(task, "with_arg") or getattr(task, "argument", None) is None:
+    if not hasattr(task, "bind") or getattr(task, "argument", None) is None:
         raise TaskError(f"task {name!r} takes no argument, got {spec!r}; use plain {name!r}")
-    return task.with_arg(arg)
+    return task.bind(arg)
 
 
 # -----------------------------------------------------------------------------

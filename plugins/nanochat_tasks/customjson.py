@@ -23,7 +23,7 @@ class CustomJSON(Task):
         self.path = Path(path).expanduser().resolve() if path else None  # fixed now: the cwd may change later
         self._conversations: list[dict] | None = None
 
-    def with_arg(self, arg: str) -> "CustomJSON":
+    def bind(self, arg: str) -> "CustomJSON":
         return CustomJSON(arg)
 
     def conversations(self) -> list[dict]:

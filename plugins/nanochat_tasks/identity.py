@@ -105,7 +105,7 @@ class IdentityTask(Task):
         if conversations_file:
             self.splits = ("train",)
 
-    def with_arg(self, arg: str) -> "IdentityTask":
+    def bind(self, arg: str) -> "IdentityTask":
         where = f"identity:{arg}"
         if arg.endswith(".jsonl"):
             return IdentityTask(conversations_file=arg)
