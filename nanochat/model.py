@@ -1,0 +1,476 @@
+"""The GPT: one depth dial, fp32 master weights, compute in a chosen dtype, and a KV cache.
+
+Architecture (the latest nanochat recipe):
+- token embedding -> RMSNorm -> smear (mix in the previous token) -> blocks -> backout -> RMSNorm -> lm_head
+- block: x = resid_lambda*x + x0_lambda*x0; x += attn(norm(x)); x += mlp(norm(x))
+- attention: RoPE (base 100k) then QK RMSNorm, scores scaled by 1.2*1.2/sqrt(head_dim), GQA,
+  value embeddings on alternating layers (last layer always) with a 3*sigmoid gate per kv head,
+  a per-layer sliding window ("SSSL": three short layers, one long; the last layer is always long)
+- MLP: relu(x)^2, 4x wide; no biases, RMSNorm has no weights, output projections start at zero
+- logits: vocab padded to a multiple of 64, sliced back, softcap 15*tanh(x/15) in fp32
+
+Build on the meta device, move to a device, then call init_weights():
+    with torch.device("meta"): model = GPT(GPTConfig.from_depth(4, vocab_size=..., sequence_len=...))
+    model.to_empty(device=device); model.init_weights()
+"""
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROPE_BASE = 100_000
+QK_SCALE = 1.2          # applied to q and k after their norm; folded into the attention scale
+SOFTCAP = 15.0
+VE_GATE_CHANNELS = 12   # the value-embedding gate reads the first 12 channels of the block input
+SMEAR_CHANNELS = 24     # the smear gate reads the first 24 channels of the embedding
+VOCAB_MULTIPLE = 64     # pad the vocab so it shards evenly and matmuls stay aligned
+ROPE_LENGTH_FACTOR = 10 # rotary tables cover 10x the training length (for long generations)
+
+
+@dataclass
+class GPTConfig:
+    sequence_len: int = 2048
+    vocab_size: int = 32768
+    n_layer: int = 12
+    n_head: int = 6
+    n_kv_head: int = 6
+    n_embd: int = 768
+    window_pattern: str = "SSSL"
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; pick a width that is")
+        if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
+            raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head} (GQA groups)")
+        if self.n_embd < SMEAR_CHANNELS:
+            raise ValueError(f"n_embd={self.n_embd} is below the {SMEAR_CHANNELS} channels the smear gate reads; use a wider model")
+        pattern = self.window_pattern.upper()
+        if not pattern or set(pattern) - set("SL"):
+            raise ValueError(f"window_pattern={self.window_pattern!r} must be a non-empty string of S (short) and L (long)")
+        self.window_pattern = pattern
+
+    @classmethod
+    def from_depth(cls, depth, *, vocab_size, sequence_len, head_dim=128, aspect_ratio=64,
+                   window_pattern="SSSL", n_kv_head=None):
+        """The one dial: width = depth*aspect_ratio rounded up to a whole number of heads."""
+        if depth < 1:
+            raise ValueError(f"depth={depth} must be at least 1")
+        n_embd = math.ceil(depth * aspect_ratio / head_dim) * head_dim
+        n_head = n_embd // head_dim
+        return cls(sequence_len=sequence_len, vocab_size=vocab_size, n_layer=depth, n_head=n_head,
+                   n_kv_head=n_head if n_kv_head is None else n_kv_head, n_embd=n_embd,
+                   window_pattern=window_pattern)
+
+    @property
+    def head_dim(self):
+        return self.n_embd // self.n_head
+
+    @property
+    def padded_vocab_size(self):
+        return math.ceil(self.vocab_size / VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+    def window_sizes(self):
+        """Per layer: how many earlier tokens a query may attend to (S = T/4 rounded up to 128)."""
+        T = self.sequence_len
+        short = min(math.ceil(T / 4 / 128) * 128, T)
+        sizes = [short if self.window_pattern[i % len(self.window_pattern)] == "S" else T
+                 for i in range(self.n_layer)]
+        sizes[-1] = T
+        return sizes
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown GPTConfig keys {sorted(unknown)}; known keys are {sorted(known)}")
+        d = dict(d)
+        d.setdefault("window_pattern", "L")  # configs written before sliding windows had full attention
+        return cls(**d)
+
+
+def has_value_embedding(layer, n_layer):
+    """Alternating layers carry a value embedding, and the last layer always does."""
+    return layer % 2 == (n_layer - 1) % 2
+
+
+def norm(x):
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class Linear(nn.Linear):
+    """fp32 master weight; the matmul runs in the activation's dtype (bf16 on GPUs)."""
+
+    def forward(self, x):
+        return F.linear(x, self.weight.to(x.dtype))
+
+
+def apply_rotary(x, cos, sin):
+    # x: (B, T, heads, D); rotate the two halves of each head by the position's angle
+    d = x.size(-1) // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention with per-layer windows. q: (B, H, Tq, D); k, v: (B, Hkv, Tk, D). The queries sit at
+# absolute positions Tk-Tq .. Tk-1, the keys at 0 .. Tk-1. A query at i sees keys j with
+# 0 <= i - j <= window.
+
+_flex_attention = None
+
+
+def _sliding_window_flex(q, k, v, window, scale):
+    """CUDA, training/prefill: flex attention skips whole blocks outside the window."""
+    global _flex_attention
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    if _flex_attention is None:
+        # flex attention is only fast compiled; inside an already compiled model this is inlined
+        _flex_attention = torch.compile(flex_attention, dynamic=False)
+    T = q.size(2)
+
+    def sliding_causal(b, h, qi, kj):
+        return (qi >= kj) & (qi - kj <= window)
+
+    block_mask = create_block_mask(sliding_causal, None, None, T, T, device=q.device)
+    return _flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=q.size(1) != k.size(1))
+
+
+def attention(q, k, v, window, scale):
+    Tq, Tk = q.size(2), k.size(2)
+    gqa = q.size(1) != k.size(1)
+    if Tq == 1:
+        # decoding one token: keep the last window+1 keys, no mask needed
+        start = max(0, Tk - 1 - window)
+        return F.scaled_dot_product_attention(q, k[:, :, start:], v[:, :, start:], scale=scale, enable_gqa=gqa)
+    if Tq == Tk and window >= Tk - 1:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    if Tq == Tk and q.is_cuda:
+        return _sliding_window_flex(q, k, v, window, scale)
+    # a window shorter than the sequence on CPU, or a chunk appended to a KV cache: explicit mask
+    i = torch.arange(Tk - Tq, Tk, device=q.device).unsqueeze(1)
+    j = torch.arange(Tk, device=q.device).unsqueeze(0)
+    mask = (j <= i) & (i - j <= window)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, layer):
+        super().__init__()
+        self.layer = layer
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        d, kv = config.n_embd, config.n_kv_head * config.head_dim
+        self.c_q = Linear(d, config.n_head * config.head_dim, bias=False)
+        self.c_k = Linear(d, kv, bias=False)
+        self.c_v = Linear(d, kv, bias=False)
+        self.c_proj = Linear(d, d, bias=False)
+        self.ve_gate = Linear(VE_GATE_CHANNELS, config.n_kv_head, bias=False) \
+            if has_value_embedding(layer, config.n_layer) else None
+        self.scale = QK_SCALE * QK_SCALE / math.sqrt(config.head_dim)
+
+    def forward(self, x, ve, cos, sin, window, kv_cache):
+        B, T, _ = x.shape
+        H, Hkv, D = self.n_head, self.n_kv_head, self.head_dim
+        # one matmul for q, k and v (the three stay separate parameters for Muon)
+        w = torch.cat((self.c_q.weight, self.c_k.weight, self.c_v.weight)).to(x.dtype)
+        qkv = F.linear(x, w).view(B, T, H + 2 * Hkv, D)
+        qk, v = qkv[:, :, :H + Hkv], qkv[:, :, H + Hkv:]
+        qk = norm(apply_rotary(qk, cos, sin))
+        q, k = qk[:, :, :H], qk[:, :, H:]
+        if ve is not None:
+            gate = 3 * torch.sigmoid(self.ve_gate(x[..., :VE_GATE_CHANNELS]))
+            v = v + gate.unsqueeze(-1) * ve.view(B, T, Hkv, D)
+        if kv_cache is not None:
+            k_cache, v_cache = kv_cache.get_layer_cache(self.layer)
+            pos = kv_cache.pos
+            k_cache[:, pos:pos + T] = k
+            v_cache[:, pos:pos + T] = v
+            k, v = k_cache[:, :pos + T], v_cache[:, :pos + T]
+        y = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), window, self.scale)
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, H * D))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.c_proj(F.relu(self.c_fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, config, layer):
+        super().__init__()
+        self.attn = CausalSelfAttention(config, layer)
+        self.mlp = MLP(config)
+
+    def forward(self, x, ve, cos, sin, window, kv_cache):
+        x = x + self.attn(norm(x), ve, cos, sin, window, kv_cache)
+        return x + self.mlp(norm(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# The loss: softcapped logits and cross entropy in one fp32 pass over the padded logits.
+
+def softcap(x):
+    """SOFTCAP * tanh(x / SOFTCAP), written with exp: vectorizes better than tanh on CPUs."""
+    return SOFTCAP - 2 * SOFTCAP / (1 + torch.exp(x * (2 / SOFTCAP)))
+
+
+class SoftcapCrossEntropy(torch.autograd.Function):
+    """Per-row loss of softcapped logits; rows with target -1 give 0.
+
+    Takes the padded logits (N, Vpad) in the compute dtype and only reads columns < V, so no
+    fp32 copy of the logits and no padded gradient buffer is ever materialized. Softcapped
+    logits lie in [-15, 15], so logsumexp needs no max subtraction (exp(15)*V fits in fp32).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, vocab_size):
+        z = softcap(logits[:, :vocab_size].float())
+        lse = z.exp().sum(-1).log()
+        target_logit = softcap(logits.gather(1, targets.clamp_min(0).unsqueeze(1)).squeeze(1).float())
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.vocab_size = vocab_size
+        return torch.where(targets >= 0, lse - target_logit, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        logits, targets, lse = ctx.saved_tensors
+        z = softcap(logits.float())
+        col = torch.arange(logits.size(1), device=logits.device)
+        probs = torch.where(col < ctx.vocab_size, torch.exp(z - lse.unsqueeze(1)), 0.0)
+        grad_z = (probs - (col == targets.unsqueeze(1)).float()) * (grad_loss * (targets >= 0)).unsqueeze(1)
+        t = z / SOFTCAP
+        return (grad_z * (1 - t * t)).to(logits.dtype), None, None
+
+
+class KVCache:
+    """Keys and values of every layer for B rows, preallocated up to max_len positions.
+
+    `pos` is a plain int (all rows advance together), so decoding never syncs with the device.
+    `prev_embedding` holds each row's last normalized token embedding, which smear mixes into
+    the next token. GPT.forward(idx, kv_cache=cache) writes the new positions and advances.
+    """
+
+    def __init__(self, config, batch_size, max_len, *, device, dtype):
+        shape = (config.n_layer, batch_size, max_len, config.n_kv_head, config.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.prev_embedding = torch.zeros(batch_size, 1, config.n_embd, device=device, dtype=dtype)
+        self.batch_size, self.max_len, self.n_layer = batch_size, max_len, config.n_layer
+        self.pos = 0
+
+    def reset(self):
+        self.pos = 0
+
+    def advance(self, n):
+        self.pos += n
+
+    def get_layer_cache(self, i):
+        return self.k[i], self.v[i]
+
+    def prefill_from(self, other):
+        """Copy a batch-1 cache (a prefilled prompt) into every row of this one."""
+        if other.batch_size != 1:
+            raise ValueError(f"prefill_from needs a batch-1 cache, got batch {other.batch_size}")
+        if other.k.shape[0] != self.k.shape[0] or other.k.shape[3:] != self.k.shape[3:]:
+            raise ValueError(f"cache shapes differ: {tuple(other.k.shape)} vs {tuple(self.k.shape)}")
+        if other.pos > self.max_len:
+            raise ValueError(f"the prefilled prompt has {other.pos} positions but this cache holds {self.max_len}")
+        n = other.pos
+        self.k[:, :, :n] = other.k[:, :, :n]
+        self.v[:, :, :n] = other.v[:, :, :n]
+        self.prev_embedding.copy_(other.prev_embedding.expand_as(self.prev_embedding))
+        self.pos = n
+
+
+# ----------------------------------------------------------------------------------------------
+
+class GPT(nn.Module):
+    def __init__(self, config, *, compute_dtype=torch.float32):
+        """Runs on the meta device too: only shapes here, all values are set in init_weights()."""
+        super().__init__()
+        self.config = config
+        self.compute_dtype = compute_dtype
+        self.windows = config.window_sizes()
+        self.backout_layer = config.n_layer // 2
+        V, d = config.padded_vocab_size, config.n_embd
+        self.transformer = nn.ModuleDict({
+            "wte": nn.Embedding(V, d),
+            "h": nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+        })
+        self.lm_head = Linear(d, V, bias=False)
+        self.value_embeds = nn.ModuleDict({
+            str(i): nn.Embedding(V, config.n_kv_head * config.head_dim)
+            for i in range(config.n_layer) if has_value_embedding(i, config.n_layer)})
+        self.ve_keys = [str(i) if str(i) in self.value_embeds else None for i in range(config.n_layer)]
+        self.resid_lambdas = nn.Parameter(torch.empty(config.n_layer))
+        self.x0_lambdas = nn.Parameter(torch.empty(config.n_layer))
+        self.smear_gate = Linear(SMEAR_CHANNELS, 1, bias=False)
+        self.smear_lambda = nn.Parameter(torch.empty(()))
+        self.backout_lambda = nn.Parameter(torch.empty(()))
+        rope_shape = (1, ROPE_LENGTH_FACTOR * config.sequence_len, 1, config.head_dim // 2)
+        self.register_buffer("cos", torch.empty(rope_shape, dtype=compute_dtype), persistent=False)
+        self.register_buffer("sin", torch.empty(rope_shape, dtype=compute_dtype), persistent=False)
+
+    @torch.no_grad()
+    def init_weights(self):
+        cfg = self.config
+        L, d = cfg.n_layer, cfg.n_embd
+        s = math.sqrt(3) * d ** -0.5  # uniform(-s, s) has std 1/sqrt(d)
+        nn.init.normal_(self.transformer.wte.weight, std=0.8)
+        nn.init.normal_(self.lm_head.weight, std=0.001)
+        for block in self.transformer.h:
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v):
+                nn.init.uniform_(lin.weight, -s, s)
+            nn.init.uniform_(block.mlp.c_fc.weight, -0.4 * s, 0.4 * s)
+            nn.init.zeros_(block.attn.c_proj.weight)
+            nn.init.zeros_(block.mlp.c_proj.weight)
+            if block.attn.ve_gate is not None:
+                nn.init.uniform_(block.attn.ve_gate.weight, 0.0, 0.02)
+        for ve in self.value_embeds.values():
+            nn.init.uniform_(ve.weight, -s, s)
+        # graded lambdas: early layers keep more residual and more of the embedding
+        frac = torch.arange(L, dtype=torch.float32) / max(L - 1, 1)
+        self.resid_lambdas.copy_(1.15 - 0.10 * frac)
+        self.x0_lambdas.copy_(0.20 - 0.15 * frac)
+        nn.init.uniform_(self.smear_gate.weight, 0.0, 0.02)
+        self.smear_lambda.zero_()
+        self.backout_lambda.fill_(0.2)
+        # rotary tables, in the compute dtype so nothing is cast per step
+        device = self.transformer.wte.weight.device
+        D = cfg.head_dim
+        inv_freq = ROPE_BASE ** (-torch.arange(0, D, 2, dtype=torch.float32, device=device) / D)
+        angles = torch.outer(torch.arange(self.cos.size(1), dtype=torch.float32, device=device), inv_freq)
+        self.cos = angles.cos()[None, :, None, :].to(self.compute_dtype)
+        self.sin = angles.sin()[None, :, None, :].to(self.compute_dtype)
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def forward(self, idx, targets=None, *, kv_cache=None, reduction="mean"):
+        """Loss (targets == -1 are ignored) if targets are given, else fp32 logits (B, T, vocab).
+
+        With kv_cache, idx holds the next T tokens of every row: they are appended to the cache
+        and the logits are for those positions only. reduction="none" gives a (B, T) loss.
+        """
+        B, T = idx.shape
+        dt = self.compute_dtype
+        pos = 0 if kv_cache is None else kv_cache.pos
+        if kv_cache is not None and pos + T > kv_cache.max_len:
+            raise ValueError(f"KV cache full: {pos} + {T} tokens > max_len {kv_cache.max_len}; allocate a longer cache")
+        if pos + T > self.cos.size(1):
+            raise ValueError(f"position {pos + T} is past the rotary table ({self.cos.size(1)}); "
+                             f"raise sequence_len (rotary covers {ROPE_LENGTH_FACTOR}x of it)")
+        cos, sin = self.cos[:, pos:pos + T], self.sin[:, pos:pos + T]
+
+        x = norm(self.transformer.wte(idx).to(dt))
+        x = self._smear(x, kv_cache)
+        x0 = x
+        x_mid = x
+        for i, block in enumerate(self.transformer.h):
+            x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
+            key = self.ve_keys[i]
+            ve = self.value_embeds[key](idx).to(dt) if key is not None else None
+            x = block(x, ve, cos, sin, self.windows[i], kv_cache)
+            if i == self.backout_layer:
+                x_mid = x
+        x = norm(x - self.backout_lambda * x_mid)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+
+        logits = self.lm_head(x)  # (B, T, padded vocab) in the compute dtype
+        V = self.config.vocab_size
+        if targets is None:
+            return softcap(logits[..., :V].float())
+        loss = SoftcapCrossEntropy.apply(logits.view(B * T, -1), targets.reshape(B * T), V)
+        if reduction == "none":
+            return loss.view(B, T)
+        if reduction == "sum":
+            return loss.sum()
+        if reduction == "mean":
+            return loss.sum() / (targets >= 0).sum()
+        raise ValueError(f"reduction={reduction!r}; use 'mean', 'sum' or 'none'")
+
+    def _smear(self, x, kv_cache):
+        """x[t] += smear_lambda * sigmoid(gate(x[t, :24])) * x[t-1]: a cheap bigram signal."""
+        gate = self.smear_lambda * torch.sigmoid(self.smear_gate(x[..., :SMEAR_CHANNELS]))
+        if kv_cache is None:
+            prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # position 0 has no previous token
+        else:
+            first = kv_cache.prev_embedding if kv_cache.pos > 0 else torch.zeros_like(x[:, :1])
+            prev = first if x.size(1) == 1 else torch.cat((first, x[:, :-1]), dim=1)
+            out = x + gate * prev
+            kv_cache.prev_embedding.copy_(x[:, -1:])
+            return out
+        return x + gate * prev
+
+    # -- parameters, FLOPs, checkpoints -------------------------------------------------------------
+
+    def parameter_roles(self):
+        """role -> params; every parameter appears exactly once (the optimizer plugins use this)."""
+        roles = {
+            "lm_head": [self.lm_head.weight],
+            "wte": [self.transformer.wte.weight],
+            "value_embeds": list(self.value_embeds.parameters()),
+            "resid_lambdas": [self.resid_lambdas],
+            "x0_lambdas": [self.x0_lambdas],
+            "scalars": [self.smear_gate.weight, self.smear_lambda, self.backout_lambda],
+            "matrices": list(self.transformer.h.parameters()),
+        }
+        ids = [id(p) for ps in roles.values() for p in ps]
+        assert len(ids) == len(set(ids)) == len(list(self.parameters())), "parameter roles must cover every parameter once"
+        return roles
+
+    def num_matmul_params(self):
+        """Weights that multiply the token stream: every 2-D weight that is not an embedding table.
+
+        Counted by shape, not by module class, so swapping Linear for another class (fp8) keeps it.
+        """
+        roles = self.parameter_roles()
+        return sum(p.numel() for role in ("matrices", "lm_head", "scalars") for p in roles[role] if p.dim() == 2)
+
+    def estimate_flops(self):
+        """Training FLOPs per token: 6 per matmul weight plus attention over each layer's window."""
+        cfg = self.config
+        attn = sum(12 * cfg.n_head * cfg.head_dim * min(w, cfg.sequence_len) for w in self.windows)
+        return 6 * self.num_matmul_params() + attn
+
+    def num_scaling_params(self):
+        roles = self.parameter_roles()
+        count = {role: sum(p.numel() for p in ps) for role, ps in roles.items()}
+        out = {
+            "wte": count["wte"],
+            "value_embeds": count["value_embeds"],
+            "lm_head": count["lm_head"],
+            "transformer_matrices": count["matrices"],
+            "scalars": count["resid_lambdas"] + count["x0_lambdas"] + count["scalars"],
+        }
+        out["total"] = sum(out.values())
+        assert out["total"] == sum(p.numel() for p in self.parameters())
+        return out
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        """Refuse a checkpoint of another shape with a message that names both shapes."""
+        cfg = self.config
+        layers = {int(k.split(".")[2]) for k in state_dict if k.startswith("transformer.h.")}
+        theirs_depth = max(layers) + 1 if layers else 0
+        wte = state_dict.get("transformer.wte.weight")
+        problems = []
+        if theirs_depth != cfg.n_layer:
+            problems.append(f"depth {theirs_depth} vs this model's {cfg.n_layer}")
+        if wte is not None and wte.shape[0] != cfg.padded_vocab_size:
+            problems.append(f"padded vocab {wte.shape[0]} vs this model's {cfg.padded_vocab_size} (vocab_size {cfg.vocab_size})")
+        if wte is not None and wte.shape[1] != cfg.n_embd:
+            problems.append(f"width {wte.shape[1]} vs this model's {cfg.n_embd}")
+        if problems:
+            raise ValueError("checkpoint does not fit this model: " + "; ".join(problems)
+                             + ". Build the model from the checkpoint's own config (GPTConfig.from_dict).")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
