@@ -79,15 +79,17 @@ pub extern "C" fn nbpe_abi_version() -> u32 {
     ABI_VERSION
 }
 
+pub const MAX_THREADS: u32 = 256;
+
 /// A new trainer. `max_digits`: 2 for nanochat's pattern, 3 for GPT-4's (1..=255).
-/// `threads`: 0 = all available cores. Returns null for a bad `max_digits`.
+/// `threads`: 0 = all available cores, at most `MAX_THREADS`. Returns null for bad arguments.
 #[no_mangle]
 pub extern "C" fn nbpe_new(max_digits: u32, threads: u32) -> *mut Trainer {
-    if max_digits == 0 || max_digits > 255 {
+    if max_digits == 0 || max_digits > 255 || threads > MAX_THREADS {
         return std::ptr::null_mut();
     }
     let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS as usize))
     } else {
         threads as usize
     };

@@ -67,15 +67,20 @@ class Trainer:
     """Streams documents in, learns merges out. One trainer trains once."""
 
     def __init__(self, pattern: str = NANOCHAT_PATTERN, threads: int | None = None):
-        digits = _DIGITS.get(pattern)
-        if digits is None:
-            digits = 2  # unused: such patterns are split in Python and fed through add_chunk_counts
+        """`threads`: how many threads split and count each batch (None: every core; at most 256)."""
+        if threads is None:
+            threads = os.cpu_count() or 1
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
+            raise ValueError(f"threads must be an integer from 1 to 256, got {threads!r}")
         self.pattern = pattern
+        self.threads = threads
+        # Patterns the scanner does not know are split in Python and fed through add_chunk_counts;
+        # the digit count is then unused.
         self.scans = pattern in _DIGITS
-        self.threads = threads or os.cpu_count() or 1
-        if not isinstance(self.threads, int) or self.threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
-        self._t = ffi.gc(lib.nbpe_new(digits, self.threads), lib.nbpe_free)
+        handle = lib.nbpe_new(_DIGITS.get(pattern, 2), threads)
+        if handle == ffi.NULL:
+            raise ValueError(f"nanochat_rustbpe could not create a trainer with threads={threads}")
+        self._t = ffi.gc(handle, lib.nbpe_free)
 
     def add_documents(self, docs: Iterable[str | bytes]) -> None:
         """Split and count one batch of documents (the scanner's patterns only)."""
