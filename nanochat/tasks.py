@@ -22,6 +22,7 @@ of `nanochat tasks list` / `nanochat tasks download`. No torch here.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import random
 import re
@@ -218,7 +219,11 @@ class Task:
     def example(self, split: str, index: int) -> dict:
         """Conversation `index` of `split` (deterministic: the same on every machine and every call)."""
         n = self.num_examples(self.check_split(split))
-        if not isinstance(index, int) or not 0 <= index < n:
+        try:
+            index = operator.index(index)  # ints, numpy ints; not floats or strings
+        except TypeError:
+            raise TaskError(f"task {self.name!r}: an example index is an integer, got {index!r}") from None
+        if not 0 <= index < n:
             raise TaskError(f"task {self.name!r} split {split!r} has {n} examples; index {index!r} is out of range")
         return self.make_example(split, index)
 
@@ -584,9 +589,19 @@ class HubTask(Task):
         return any(hub_split_info(self.repo, subset=self.subset, split=s) is None for s in self.hub_splits.values())
 
     def download(self, echo=print) -> None:
+        """Fetch every split, then check every example once, so a bad row shows up now, not mid-run."""
         for split, hub_split in self.hub_splits.items():
-            rows = load_hub_rows(self.repo, subset=self.subset, split=hub_split, fetch_hint=self.fetch_hint())
-            echo(f"{self.name}: {split} has {len(rows):,} examples ({self.repo} {self.subset or ''} {hub_split})")
+            self._rows[split] = self.load_rows(split)
+            bad = []
+            for index in range(len(self._rows[split])):
+                where = f"task {self.name!r} split {split!r} example {index}"
+                try:
+                    validate_conversation(self.example(split, index), where=where)
+                except TaskError as exc:
+                    bad.append(str(exc))
+            source = f"{self.repo} {self.subset + '/' if self.subset else ''}{hub_split}"
+            verdict = "all valid" if not bad else f"{len(bad)} INVALID (a stage stops at them), first: {bad[0]}"
+            echo(f"{self.name}: {split} has {len(self._rows[split]):,} examples from {source}, {verdict}")
 
 
 # -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from fakehub import FakeHub
 from nanochat import plugins
 from nanochat.plugins import UnknownName
-from nanochat.tasks import (ConversationError, Task, TaskDataMissing, TaskError, TaskMixture, TaskSequence,
+from nanochat.tasks import (ConversationError, HubTask, Task, TaskDataMissing, TaskError, TaskMixture, TaskSequence,
                             cmd_download, cmd_list, extract_answer, load_hub_rows, render_mc, resolve,
                             shuffled_indices, validate_conversation)
 
@@ -310,7 +310,7 @@ def test_missing_hub_data_without_network_says_how_to_fetch_it(registry, hub, mo
 
 def test_downloaded_tasks_work_offline(registry, hub, monkeypatch, capsys):
     assert cmd_download(["gsm8k", "arc-easy"], registry=registry) == 0
-    assert "gsm8k: train has 2 examples" in capsys.readouterr().out
+    assert "gsm8k: train has 2 examples from openai/gsm8k main/train, all valid" in capsys.readouterr().out
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     fresh = plugins.load({"NANOCHAT_PLUGINS": ""})
@@ -318,6 +318,20 @@ def test_downloaded_tasks_work_offline(registry, hub, monkeypatch, capsys):
         fresh.add(nanochat_tasks, name="tasks")
     assert len(_all(fresh.get("task", "gsm8k"), "train")) == 2
     assert len(_all(fresh.get("task", "arc-easy"), "test")) == 4
+
+
+def test_download_checks_every_hub_example(hub):
+    class Sloppy(HubTask):
+        name, kind, splits = "sloppy", "conversations", ("train",)
+        repo, subset, hub_splits = "openai/gsm8k", "socratic", {"train": "train"}
+
+        def row_to_conversation(self, row):
+            return {"messages": [user(row["question"]), assistant("")]}
+
+    lines = []
+    Sloppy().download(echo=lines.append)
+    assert lines == ["sloppy: train has 1 examples from openai/gsm8k socratic/train, 1 INVALID (a stage stops at "
+                     "them), first: task 'sloppy' split 'train' example 0: message 1 (assistant) has empty content"]
 
 
 def test_smoltalk(registry, hub):
