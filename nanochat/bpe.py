@@ -9,9 +9,10 @@ Three pieces, each small enough to trust:
 2. Pre-tokenization. The pattern is rewritten for the standard `re` module by spelling those three
    classes out as explicit ranges (`re` has no \\p{..} and its \\s differs). Patterns using other
    Unicode properties need the third-party `regex` module.
-3. Training. `train_merges` recounts every pair from scratch before each merge: slow, obviously
-   correct, and the oracle the Rust trainer is tested against. Tie-break: higher count first, then
-   the smaller pair (a, b); each merge rewrites words left to right without overlaps.
+3. Training. `train_merges` is the slow, obviously correct version of the Rust loop: each step
+   scans every pair count for the best one (higher count first, then the smaller pair (a, b)),
+   and every word that contains it is taken out of the counts whole, rewritten left to right
+   without overlaps, and put back whole. It is the oracle the Rust trainer is tested against.
 """
 from __future__ import annotations
 
@@ -208,19 +209,31 @@ def train_merges(chunk_counts: dict[bytes, int], num_merges: int) -> list[tuple[
 
     Stops early when no pair is left (every chunk is a single token).
     """
-    words = [(list(chunk), n) for chunk, n in chunk_counts.items() if len(chunk) > 1 and n > 0]
+    words = [list(chunk) for chunk in chunk_counts]
+    counts = list(chunk_counts.values())
+    pair_counts: Counter = Counter()
+    where: dict[tuple[int, int], set[int]] = {}  # pair -> words it was ever seen in
+
+    def tally(w: int, sign: int) -> None:  # add (or remove) every pair of word w
+        for pair in zip(words[w], words[w][1:]):
+            pair_counts[pair] += sign * counts[w]
+            where.setdefault(pair, set()).add(w)
+
+    for w in range(len(words)):
+        tally(w, +1)
     merges: list[tuple[int, int]] = []
     for i in range(num_merges):
-        pair_counts: Counter = Counter()
-        for ids, n in words:
-            for pair in zip(ids, ids[1:]):
-                pair_counts[pair] += n
-        if not pair_counts:
+        top = max(pair_counts.values(), default=0)
+        if top <= 0:
             break
-        best = min(pair_counts, key=lambda p: (-pair_counts[p], p))
+        best = min(p for p, n in pair_counts.items() if n == top)
         merges.append(best)
-        words = [(merge_word(ids, best, 256 + i), n) for ids, n in words]
-        words = [(ids, n) for ids, n in words if len(ids) > 1]
+        for w in sorted(where.pop(best)):
+            if best in zip(words[w], words[w][1:]):
+                tally(w, -1)
+                words[w] = merge_word(words[w], best, 256 + i)
+                tally(w, +1)
+        pair_counts = +pair_counts  # drop pairs whose count fell to zero
     return merges
 
 

@@ -130,7 +130,32 @@ def test_patterns_are_the_same_strings():
 
 
 # ---------------------------------------------------------------------------------------------
-# Training: Rust == Python reference
+# Training: Rust == Python reference (== brute force)
+
+def brute_force_merges(counts: dict[bytes, int], num_merges: int) -> list[tuple[int, int]]:
+    """Recount every pair of every word before each merge: the definition, nothing clever."""
+    words = [(list(chunk), n) for chunk, n in counts.items()]
+    merges = []
+    for i in range(num_merges):
+        pairs = Counter()
+        for ids, n in words:
+            for p in zip(ids, ids[1:]):
+                pairs[p] += n
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        words = [(bpe.merge_word(ids, best, 256 + i), n) for ids, n in words]
+    return merges
+
+
+def test_reference_trainer_is_the_brute_force_definition():
+    rng = random.Random(7)
+    for _ in range(15):
+        counts = bpe.count_chunks([random_text(rng, 30) for _ in range(rng.randint(1, 10))])
+        n = rng.choice([5, 60, 250])
+        assert bpe.train_merges(counts, n) == brute_force_merges(counts, n)
+
 
 def rust_train(docs, num_merges, threads=2, pattern=bpe.SPLIT_PATTERN, batch=7):
     t = rb.Trainer(pattern, threads=threads)
