@@ -9,15 +9,7 @@ import sys
 
 from nanochat import __version__
 from nanochat.errors import NanochatError
-
-
-def _print_table(rows: list[dict], columns: list[str]) -> None:
-    if not rows:
-        return
-    widths = {c: max(len(c), *(len(str(r.get(c) if r.get(c) is not None else "-")) for r in rows)) for c in columns}
-    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
-    for r in rows:
-        print("  ".join(str(r.get(c) if r.get(c) is not None else "-").ljust(widths[c]) for c in columns).rstrip())
+from nanochat.table import print_table
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -28,7 +20,7 @@ def cmd_plugins(args) -> None:
         keys = ("name", "kind", "version", "distribution", "status", "error")
         print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2, ensure_ascii=False))
         return
-    _print_table(rows, ["name", "kind", "version", "distribution", "status", "error"])
+    print_table(rows, ["name", "kind", "version", "distribution", "status", "error"])
 
 
 def cmd_paths(args) -> None:
@@ -95,6 +87,25 @@ def cmd_run(args) -> None:
     print(f"run {run.name!r} finished; report: {run.dir / 'report.md'}")
 
 
+def cmd_data(args) -> int:
+    from nanochat import download
+    if args.data_command == "download":
+        return download.cmd_download(args.dataset, args.num_shards, args.workers)
+    return download.cmd_list(args.json)
+
+
+def cmd_tasks(args) -> int:
+    from nanochat import tasks
+    if args.tasks_command == "download":
+        return tasks.cmd_download(args.names)
+    return tasks.cmd_list(args.json)
+
+
+def cmd_tokenizer(args) -> int:
+    from nanochat import tokenizer_cli
+    return tokenizer_cli.main(args)
+
+
 # -- parser ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanochat", description="Train your own ChatGPT-like model end to end.")
@@ -114,6 +125,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master-addr", default="127.0.0.1")
     p.add_argument("--master-port", type=int, default=29500)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("data", help="download and list pretraining datasets")
+    data = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    d = data.add_parser("download", help="download the first N training shards (+ the validation shard)")
+    d.add_argument("dataset", help="dataset name (see `nanochat data list`), or local:PATH")
+    d.add_argument("-n", "--num-shards", type=int, default=None, help="training shards to fetch (-1 = all)")
+    d.add_argument("-w", "--workers", type=int, default=4, help="parallel downloads")
+    d = data.add_parser("list", help="datasets, and how many shards of each are on disk")
+    d.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("tasks", help="list tasks (chat data and evaluations) and fetch their data")
+    tk = p.add_subparsers(dest="tasks_command", metavar="TASKS_COMMAND", required=True)
+    t = tk.add_parser("download", help="fetch the data of hub tasks (e.g. gsm8k arc-easy mmlu smoltalk)")
+    t.add_argument("names", nargs="+", metavar="NAME")
+    t = tk.add_parser("list", help="tasks, their kind and splits")
+    t.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("tokenizer", help="train a tokenizer on your own files, inspect one, encode text")
+    tk = p.add_subparsers(dest="tokenizer_command", metavar="TOKENIZER_COMMAND", required=True)
+    t = tk.add_parser("train", help="train a BPE tokenizer on .txt / .jsonl / .parquet files or folders")
+    t.add_argument("--input", nargs="+", required=True, metavar="PATH")
+    t.add_argument("--vocab-size", type=int, required=True, help="tokens in all, the 9 special tokens included")
+    t.add_argument("--output", required=True, metavar="DIR")
+    t.add_argument("--threads", type=int, default=None, help="trainer threads (default: all cores)")
+    t.add_argument("--max-chars", type=int, default=None, help="stop reading after this many characters")
+    t.add_argument("--doc-cap", type=int, default=10_000, help="use at most this many characters of each document")
+    t = tk.add_parser("info", help="describe a tokenizer folder")
+    t.add_argument("dir")
+    t.add_argument("--json", action="store_true")
+    t = tk.add_parser("encode", help="show the tokens of a text")
+    t.add_argument("dir")
+    t.add_argument("text")
+    p.set_defaults(func=cmd_tokenizer)
 
     p = sub.add_parser("runs", help="list runs and the state of each stage")
     p.add_argument("--json", action="store_true")
@@ -145,14 +191,13 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        args.func(args)
+        return args.func(args) or 0
     except NanochatError as exc:
         print(f"nanochat: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nnanochat: interrupted; resume with the same command", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

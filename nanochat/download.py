@@ -344,7 +344,7 @@ def list_rows() -> list[dict]:
 
 def cmd_list(as_json: bool = False) -> int:
     """`nanochat data list [--json]`."""
-    from nanochat.cli import _print_table
+    from nanochat.table import print_table
     rows = list_rows()
     if as_json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -356,5 +356,5 @@ def cmd_list(as_json: bool = False) -> int:
         table.append({"name": r["name"], "description": desc,
                       "shards": f"{shards}/{r['shards_available']}" if r["shards_available"] else shards,
                       "size": _size(r["bytes"]) if r["bytes"] is not None else "-", "path": r["path"]})
-    _print_table(table, ["name", "description", "shards", "size", "path"])
+    print_table(table, ["name", "description", "shards", "size", "path"])
     return 0

@@ -32,7 +32,8 @@ def nanochat_optimizer(register):
 def nanochat_dataset(register):
     """Register text datasets (starter, fineweb-edu, climbmix, local, ...).
 
-    A dataset has `name`, `description`, `shards(split)`, `iter_batches(split, ...)`,
+    A dataset subclasses `nanochat.datasets.ShardedDataset`: `name`, `description`, `local_dir()`,
+    and inherits `shards(split)`, `iter_row_groups(split, ...)`, `iter_documents(split, ...)`,
     `download(num_shards, ...)` and `download_hint(num_shards)`.
     """
 

@@ -29,6 +29,7 @@ import tiktoken
 
 from nanochat import bpe
 from nanochat.bpe import SPLIT_PATTERN
+from nanochat.errors import NanochatError
 
 SPECIAL_TOKENS = [
     "<|bos|>",  # begins every document (and every conversation)
@@ -44,7 +45,15 @@ FORMAT = "nanochat-tokenizer/1"
 BATCH_BYTES = 8 << 20  # documents are handed to the trainer in batches of about this many bytes
 BUILD_HINT = "build it with: maturin develop --release -m rustbpe/Cargo.toml"
 
-__all__ = ["Tokenizer", "SPECIAL_TOKENS", "SPLIT_PATTERN"]
+__all__ = ["Tokenizer", "TokenizerError", "TokenizerFileMissing", "SPECIAL_TOKENS", "SPLIT_PATTERN"]
+
+
+class TokenizerError(NanochatError, ValueError):
+    """Bad input to the tokenizer (a value, a conversation, a file): the message says what and how to fix it."""
+
+
+class TokenizerFileMissing(TokenizerError, FileNotFoundError):
+    """A tokenizer directory lacks one of its files: the message says how to recreate it."""
 
 
 class Tokenizer:
@@ -54,7 +63,7 @@ class Tokenizer:
                  special_tokens: Sequence[str] = SPECIAL_TOKENS):
         n = len(mergeable_ranks)
         if sorted(mergeable_ranks.values()) != list(range(n)):
-            raise ValueError(f"mergeable_ranks must hold ranks 0..{n - 1} exactly once each")
+            raise TokenizerError(f"mergeable_ranks must hold ranks 0..{n - 1} exactly once each")
         _check_pattern(pattern)
         self._pattern = pattern
         self._specials = {name: n + i for i, name in enumerate(special_tokens)}
@@ -82,8 +91,12 @@ class Tokenizer:
         if threads is None:
             threads = os.cpu_count() or 1
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+            raise TokenizerError(f"threads must be a positive integer, got {threads!r}")
         _check_pattern(pattern)
+        try:
+            bpe.compile_pattern(pattern)  # the Python splitter is needed unless the Rust scanner knows it
+        except ValueError as e:
+            raise TokenizerError(str(e)) from None
         t0 = time.time()
         merges, stats = _learn_merges(docs, num_merges, pattern, threads, progress)
         if len(merges) < num_merges:
@@ -117,7 +130,7 @@ class Tokenizer:
                 "or re-run the tokenizer stage)")
         for name in (CONFIG_FILE, VOCAB_FILE):
             if not (directory / name).is_file():
-                raise FileNotFoundError(f"no tokenizer at {directory}: {directory / name} is missing; {redo}")
+                raise TokenizerFileMissing(f"no tokenizer at {directory}: {directory / name} is missing; {redo}")
         config_path, vocab_path = directory / CONFIG_FILE, directory / VOCAB_FILE
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -125,13 +138,13 @@ class Tokenizer:
             pattern, specials = config["pattern"], config["special_tokens"]
             assert isinstance(pattern, str) and isinstance(specials, dict), "bad pattern or special_tokens"
         except (ValueError, KeyError, AssertionError, AttributeError) as e:
-            raise ValueError(f"{config_path} is corrupt ({e}); {redo}") from None
+            raise TokenizerError(f"{config_path} is corrupt ({e}); {redo}") from None
         ranks = _read_vocab(vocab_path, redo)
         n = len(ranks)
         expected = {name: n + i for i, name in enumerate(specials)}
         if specials != expected or config.get("vocab_size") != n + len(specials):
-            raise ValueError(f"{config_path} does not match {vocab_path} ({n} BPE tokens, so special tokens "
-                             f"should be {expected} and vocab_size {n + len(specials)}); {redo}")
+            raise TokenizerError(f"{config_path} does not match {vocab_path} ({n} BPE tokens, so special tokens "
+                                 f"should be {expected} and vocab_size {n + len(specials)}); {redo}")
         return cls(ranks, pattern, list(specials))
 
     # ------------------------------------------------------------------------------------------
@@ -168,14 +181,14 @@ class Tokenizer:
         try:
             return self._specials[name]
         except (KeyError, TypeError):
-            raise ValueError(f"unknown special token {name!r}; the special tokens are {list(self._specials)}") from None
+            raise TokenizerError(f"unknown special token {name!r}; the special tokens are {list(self._specials)}") from None
 
     def _token_id(self, token: str | int, what: str) -> int:
         if isinstance(token, str):
             return self.encode_special(token)
         if isinstance(token, int) and not isinstance(token, bool) and 0 <= token < self.vocab_size:
             return token
-        raise ValueError(f"{what} must be a special token name or a token id in 0..{self.vocab_size - 1}, got {token!r}")
+        raise TokenizerError(f"{what} must be a special token name or a token id in 0..{self.vocab_size - 1}, got {token!r}")
 
     def encode(self, text: str | Sequence[str], prepend: str | int | None = None, append: str | int | None = None,
                num_threads: int = 8) -> list[int] | list[list[int]]:
@@ -206,14 +219,14 @@ class Tokenizer:
             return self._enc.decode(ids)
         except (KeyError, OverflowError, TypeError):
             bad = next((i for i in ids if not (isinstance(i, int) and 0 <= i < self.vocab_size)), ids)
-            raise ValueError(f"cannot decode token id {bad!r}: ids run from 0 to {self.vocab_size - 1}") from None
+            raise TokenizerError(f"cannot decode token id {bad!r}: ids run from 0 to {self.vocab_size - 1}") from None
 
     def decode_token_bytes(self, token_id: int) -> bytes:
         """The raw bytes of one token (a special token gives its name)."""
         try:
             return self._enc.decode_single_token_bytes(token_id)
         except (KeyError, OverflowError, TypeError):
-            raise ValueError(f"no token with id {token_id!r}: ids run from 0 to {self.vocab_size - 1}") from None
+            raise TokenizerError(f"no token with id {token_id!r}: ids run from 0 to {self.vocab_size - 1}") from None
 
     def token_bytes(self) -> list[int]:
         """Byte length of every token from its raw bytes (0 for special tokens): for bits per byte."""
@@ -234,7 +247,7 @@ class Tokenizer:
         A leading system message is merged into the first user message as system + "\\n\\n" + user.
         """
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+            raise TokenizerError(f"max_tokens must be a positive integer, got {max_tokens!r}")
         ids: list[int] = []
         mask: list[int] = []
         sp = {name: self.encode_special(name) for name in SPECIAL_TOKENS[1:]}
@@ -284,20 +297,20 @@ class Tokenizer:
 def _merges_for(vocab_size: Any) -> int:
     floor = 256 + len(SPECIAL_TOKENS)
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= floor:
-        raise ValueError(f"vocab_size must be an integer above {floor} (256 byte tokens + {len(SPECIAL_TOKENS)} "
-                         f"special tokens, plus at least one merge), got {vocab_size!r}")
+        raise TokenizerError(f"vocab_size must be an integer above {floor} (256 byte tokens + {len(SPECIAL_TOKENS)} "
+                             f"special tokens, plus at least one merge), got {vocab_size!r}")
     return vocab_size - floor
 
 
 def _check_pattern(pattern: Any) -> None:
     """The pattern must compile in tiktoken's regex engine (the one that splits at inference)."""
     if not isinstance(pattern, str) or not pattern:
-        raise ValueError(f"the split pattern must be a non-empty regular expression string, got {pattern!r}")
+        raise TokenizerError(f"the split pattern must be a non-empty regular expression string, got {pattern!r}")
     try:
         tiktoken.Encoding("pattern-check", pat_str=pattern, mergeable_ranks={bytes([i]): i for i in range(256)},
                           special_tokens={})
     except ValueError as e:
-        raise ValueError(f"split pattern {pattern!r} does not compile: {e}") from None
+        raise TokenizerError(f"split pattern {pattern!r} does not compile: {e}") from None
 
 
 def _rust_trainer():
@@ -355,8 +368,8 @@ def _learn_merges(docs, num_merges, pattern, threads, progress) -> tuple[list[tu
         if pending is not None:
             pending.result()
     if stats["bytes"] == 0:
-        raise ValueError(f"empty corpus: got {stats['documents']} documents with no text; "
-                         "give Tokenizer.train an iterable of non-empty strings")
+        raise TokenizerError(f"empty corpus: got {stats['documents']} documents with no text; "
+                             "give Tokenizer.train an iterable of non-empty strings")
     if trainer is not None:
         merges = trainer.train(num_merges)
         stats["unique_chunks"] = trainer.stats["unique_chunks"]
@@ -384,11 +397,11 @@ def _read_vocab(path: Path, redo: str) -> dict[bytes, int]:
                 token, rank = line.split()
                 ranks[base64.b64decode(token, validate=True)] = int(rank)
             except (ValueError, binascii.Error):
-                raise ValueError(f"{path} is corrupt at line {lineno} ({line[:60]!r}); {redo}") from None
+                raise TokenizerError(f"{path} is corrupt at line {lineno} ({line[:60]!r}); {redo}") from None
     n = len(ranks)
     if n < 256 or sorted(ranks.values()) != list(range(n)) or any(ranks.get(bytes([i])) != i for i in range(256)):
-        raise ValueError(f"{path} is corrupt: expected ranks 0..n-1 with the 256 single bytes first, each token "
-                         f"once ({n} tokens read); {redo}")
+        raise TokenizerError(f"{path} is corrupt: expected ranks 0..n-1 with the 256 single bytes first, each token "
+                             f"once ({n} tokens read); {redo}")
     return ranks
 
 
@@ -396,8 +409,8 @@ def _message_list(conversation: Any) -> list:
     if isinstance(conversation, dict):
         conversation = conversation.get("messages")
     if not isinstance(conversation, list):
-        raise ValueError("a conversation is a list of messages or a dict with a 'messages' list, "
-                         f"got {type(conversation).__name__}")
+        raise TokenizerError("a conversation is a list of messages or a dict with a 'messages' list, "
+                             f"got {type(conversation).__name__}")
     return conversation
 
 
@@ -405,36 +418,36 @@ def _checked_messages(conversation: Any) -> list[tuple[int, str, Any]]:
     """Validate a conversation; return (original index, role, content) with system merged into user."""
     messages = _message_list(conversation)
     if not messages:
-        raise ValueError("the conversation has no messages")
+        raise TokenizerError("the conversation has no messages")
     out: list[tuple[int, str, Any]] = []
     system = None
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise ValueError(f"message {i}: expected a dict with 'role' and 'content', got {m!r:.80}")
+            raise TokenizerError(f"message {i}: expected a dict with 'role' and 'content', got {m!r:.80}")
         role, content = m["role"], m["content"]
         if role == "system":
             if i != 0:
-                raise ValueError(f"message {i}: a system message may only come first")
+                raise TokenizerError(f"message {i}: a system message may only come first")
             if not isinstance(content, str) or not content:
-                raise ValueError(f"message {i} (system): content must be a non-empty string, got {content!r:.80}")
+                raise TokenizerError(f"message {i} (system): content must be a non-empty string, got {content!r:.80}")
             system = content
             continue
         expected = "user" if len(out) % 2 == 0 else "assistant"
         if role != expected:
-            raise ValueError(f"message {i}: role is {role!r} but should be {expected!r} "
-                             "(an optional system message, then user and assistant alternating, user first)")
+            raise TokenizerError(f"message {i}: role is {role!r} but should be {expected!r} "
+                                 "(an optional system message, then user and assistant alternating, user first)")
         if content == "" or content == []:
-            raise ValueError(f"message {i} ({role}): empty content")
+            raise TokenizerError(f"message {i} ({role}): empty content")
         if role == "user":
             if not isinstance(content, str):
-                raise ValueError(f"message {i} (user): content must be a string, got {type(content).__name__}")
+                raise TokenizerError(f"message {i} (user): content must be a string, got {type(content).__name__}")
             if system is not None and not out:  # only the first user message gets the system text
                 content = system + "\n\n" + content
         else:
             _check_parts(i, content)
         out.append((i, role, content))
     if system is not None and not out:
-        raise ValueError("message 0: a system message must be followed by a user message")
+        raise TokenizerError("message 0: a system message must be followed by a user message")
     return out
 
 
@@ -442,18 +455,18 @@ def _check_parts(i: int, content: Any) -> None:
     if isinstance(content, str):
         return
     if not isinstance(content, list):
-        raise ValueError(f"message {i} (assistant): content must be a string or a list of parts, "
+        raise TokenizerError(f"message {i} (assistant): content must be a string or a list of parts, "
                          f"got {type(content).__name__}")
     for k, part in enumerate(content):
         where = f"message {i} (assistant), part {k}"
         if not isinstance(part, dict) or not isinstance(part.get("text"), str):
-            raise ValueError(f"{where}: expected a dict with a string 'text', got {part!r:.80}")
+            raise TokenizerError(f"{where}: expected a dict with a string 'text', got {part!r:.80}")
         kind = part.get("type")
         if kind not in ("text", "python", "python_output"):
-            raise ValueError(f"{where}: unknown part type {kind!r} (expected 'text', 'python' or 'python_output')")
+            raise TokenizerError(f"{where}: unknown part type {kind!r} (expected 'text', 'python' or 'python_output')")
         prev = content[k - 1].get("type") if k else None
         if kind == "python_output" and prev != "python":
-            raise ValueError(f"{where}: a python_output part must directly follow a python part")
+            raise TokenizerError(f"{where}: a python_output part must directly follow a python part")
         following = content[k + 1] if k + 1 < len(content) else None
         if kind == "python" and not (isinstance(following, dict) and following.get("type") == "python_output"):
-            raise ValueError(f"{where}: a python part must be directly followed by its python_output part")
+            raise TokenizerError(f"{where}: a python part must be directly followed by its python_output part")

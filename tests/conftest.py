@@ -10,6 +10,8 @@ REPO = TESTS.parent
 # Stages and plugins written for tests live in tests/fixtures (importable as plain modules).
 sys.path.insert(0, str(TESTS / "fixtures"))
 os.environ["NANOCHAT_PLUGINS"] = ""
+os.environ["NANOCHAT_OFFLINE"] = "1"  # nothing may reach beyond 127.0.0.1 (e.g. tiktoken's gpt2 vocab)
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,8 @@ from nanochat.runs import Run
 
 # stage type -> "module:Class". A preset may also name any "package.module:Class" directly.
 STAGES = {
+    "tokenizer": "nanochat.stages.tokenizer:TokenizerStage",
+    "tokenizer-eval": "nanochat.stages.tokenizer:TokenizerEvalStage",
 }
 
 

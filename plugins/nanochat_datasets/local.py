@@ -20,19 +20,17 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
 from nanochat.datasets import DatasetError, ShardedDataset, shard_name, write_shard
+from nanochat.textfiles import collect_files, iter_documents, open_text_parquet
 
-SUFFIXES = (".parquet", ".txt", ".jsonl")
 SHARD_CHARS = 100_000_000   # text per converted shard (~40 MB of parquet)
 VAL_EVERY = 20              # ~5% of documents go to validation ...
 VAL_MAX_CHARS = SHARD_CHARS  # ... until the validation shard is full
 MAX_IN_PLACE_ROWS = 8192    # bigger row groups would starve ranks that stride over them: convert those
 FORMAT = 1                  # bump when the conversion changes, so old caches are rebuilt
-JSONL_SHAPE = 'each line must be a JSON object like {"text": "..."}'
 
 
 class LocalDataset(ShardedDataset):
@@ -112,89 +110,13 @@ def _scan(source: Path) -> list[Path]:
     if not source.is_dir():
         raise DatasetError(f"local:{source} is a file, not a folder; put it in a folder of its own and use "
                            f"local:FOLDER")
-    files, other = [], Counter()
-    for p in sorted(source.rglob("*")):
-        if any(part.startswith(".") for part in p.relative_to(source).parts) or not p.is_file():
-            continue
-        if p.suffix.lower() in SUFFIXES:
-            files.append(p)
-        else:
-            other[p.suffix.lower() or "(no extension)"] += 1
-    if not files:
-        found = ", ".join(f"{n} {s}" for s, n in other.most_common()) if other else "nothing"
-        raise DatasetError(f"{source} has no .parquet, .txt or .jsonl files (found: {found}); put your text in "
-                           f"files of those kinds")
-    return files
-
-
-def _open_parquet(path: Path):
-    """A parquet file with a string `text` column, or an error that names the file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as exc:
-        raise DatasetError(f"{path} is not a readable parquet file ({exc}); fix or remove it") from None
-    schema = pf.schema_arrow
-    if "text" not in schema.names:
-        raise DatasetError(f"{path} has no `text` column (columns: {', '.join(schema.names)}); "
-                           f"name the column with the documents `text`")
-    kind = schema.field("text").type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        raise DatasetError(f"{path} has a `text` column of type {kind}, not strings; store the documents as text")
-    return pf
+    return collect_files([source])
 
 
 def _small_row_groups(path: Path) -> bool:
-    pf = _open_parquet(path)
+    pf = open_text_parquet(path)
     sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
     return bool(sizes) and max(sizes) <= MAX_IN_PLACE_ROWS
-
-
-def _documents(files: list[Path]) -> Iterator[str]:
-    """Every non-blank document of the folder, in file order; bad input stops with its file and line."""
-    for path in files:
-        kind = path.suffix.lower()
-        if kind == ".txt":
-            try:
-                text = path.read_bytes().decode("utf-8-sig")
-            except UnicodeDecodeError as exc:
-                raise DatasetError(f"{path} is not UTF-8 text (bad byte at offset {exc.start}); convert it "
-                                   f"to UTF-8 (e.g. iconv -f LATIN1 -t UTF-8) or remove it") from None
-            if text.strip():
-                yield text
-        elif kind == ".jsonl":
-            yield from _jsonl_documents(path)
-        else:
-            pf = _open_parquet(path)
-            for rg in range(pf.num_row_groups):
-                try:
-                    texts = pf.read_row_group(rg, columns=["text"]).column("text").to_pylist()
-                except Exception as exc:
-                    raise DatasetError(f"{path} row group {rg} cannot be read ({exc}); "
-                                       f"fix or remove the file") from None
-                yield from (t for t in texts if t and t.strip())
-
-
-def _jsonl_documents(path: Path) -> Iterator[str]:
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise DatasetError(f"{path} line {lineno} is not UTF-8; convert the file to UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path} line {lineno} is not valid JSON ({exc.msg}); {JSONL_SHAPE}") from None
-            text = obj.get("text") if isinstance(obj, dict) else None
-            if not isinstance(text, str):
-                found = f"keys: {', '.join(obj) or 'none'}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
-                raise DatasetError(f"{path} line {lineno} has no string `text` field ({found}); {JSONL_SHAPE}")
-            if text.strip():
-                yield text
 
 
 def _convert(source: Path, files: list[Path], cache: Path) -> None:
@@ -205,7 +127,7 @@ def _convert(source: Path, files: list[Path], cache: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        counts = _write_shards(_documents(files), tmp, source)
+        counts = _write_shards(iter_documents(files), tmp, source)
         (tmp / "source.json").write_text(json.dumps({"source": str(source), "files": len(files), **counts}, indent=2))
         try:
             os.rename(tmp, cache)
