@@ -93,10 +93,6 @@ class Tokenizer:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise TokenizerError(f"threads must be a positive integer, got {threads!r}")
         _check_pattern(pattern)
-        try:
-            bpe.compile_pattern(pattern)  # the Python splitter is needed unless the Rust scanner knows it
-        except ValueError as e:
-            raise TokenizerError(str(e)) from None
         t0 = time.time()
         merges, stats = _learn_merges(docs, num_merges, pattern, threads, progress)
         if len(merges) < num_merges:
@@ -349,6 +345,11 @@ def _learn_merges(docs, num_merges, pattern, threads, progress) -> tuple[list[tu
     rust = _rust_trainer()
     scans = rust is not None and rust.scanner_digits(pattern) is not None
     stats["backend"] = "rust" if rust is not None else "python"
+    if not scans:
+        try:
+            bpe.compile_pattern(pattern)  # the documents are split in Python: can it?
+        except ValueError as e:
+            raise TokenizerError(str(e)) from None
     counts = None
     trainer = rust.Trainer(pattern, threads=threads) if rust is not None else None
     # The trainer counts batch k (GIL released) while this thread reads and encodes batch k + 1.
