@@ -162,25 +162,28 @@ impl Stats {
     }
 }
 
-/// Count the chunks of one document. Invalid UTF-8 is replaced by U+FFFD (one per invalid
-/// sequence, as `String::from_utf8_lossy` and Python's `errors="replace"` both do).
+/// Count the chunks of one document (or one piece of a big one; see `count_batch`). Invalid UTF-8
+/// is replaced by U+FFFD (one per invalid sequence, as `String::from_utf8_lossy` and Python's
+/// `errors="replace"` both do).
 fn count_document(doc: &[u8], max_digits: u32, table: &mut ChunkTable, stats: &mut Stats) {
-    stats.documents += 1;
-    stats.bytes += doc.len() as u64;
-    let lossy;
+    let fixed;
     let text = match std::str::from_utf8(doc) {
         Ok(text) => text,
         Err(_) => {
-            stats.invalid_documents += 1;
-            stats.invalid_sequences += doc.utf8_chunks().filter(|c| !c.invalid().is_empty()).count() as u64;
-            lossy = String::from_utf8_lossy(doc).into_owned();
-            &lossy
+            fixed = replace_invalid(doc, stats);
+            &fixed
         }
     };
     for chunk in Chunks::new(text, max_digits) {
         table.add(chunk, 1);
         stats.chunks += 1;
     }
+}
+
+fn replace_invalid(doc: &[u8], stats: &mut Stats) -> String {
+    stats.invalid_documents += 1;
+    stats.invalid_sequences += doc.utf8_chunks().filter(|c| !c.invalid().is_empty()).count() as u64;
+    String::from_utf8_lossy(doc).into_owned()
 }
 
 /// Documents larger than this are cut into pieces so threads share the work evenly. Cuts go only
@@ -208,6 +211,8 @@ fn pieces(doc: &[u8]) -> Vec<&[u8]> {
 /// Count a batch of documents on `tables.len()` threads, each into its own table.
 pub fn count_batch(docs: &[&[u8]], max_digits: u32, tables: &mut [ChunkTable], stats: &mut Stats) {
     let total: usize = docs.iter().map(|d| d.len()).sum();
+    stats.documents += docs.len() as u64;
+    stats.bytes += total as u64;
     let threads = tables.len().max(1);
     if threads == 1 || total < (64 << 10) {
         for doc in docs {
@@ -215,25 +220,30 @@ pub fn count_batch(docs: &[&[u8]], max_digits: u32, tables: &mut [ChunkTable], s
         }
         return;
     }
-    // Split into work units (big documents into pieces), then into `threads` runs of about equal bytes.
-    let mut units: Vec<(&[u8], bool)> = Vec::with_capacity(docs.len()); // (bytes, starts a document)
-    for doc in docs {
+    // Big documents are cut into pieces; those that are not valid UTF-8 are repaired first, whole,
+    // so a cut never lands inside an invalid sequence and each is counted once.
+    let repaired: Vec<Option<String>> = docs
+        .iter()
+        .map(|d| (d.len() > PIECE && std::str::from_utf8(d).is_err()).then(|| replace_invalid(d, stats)))
+        .collect();
+    let mut units: Vec<&[u8]> = Vec::with_capacity(docs.len());
+    for (doc, fixed) in docs.iter().zip(&repaired) {
+        let doc = fixed.as_ref().map_or(*doc, |s| s.as_bytes());
         if doc.len() > PIECE {
-            for (k, piece) in pieces(doc).into_iter().enumerate() {
-                units.push((piece, k == 0));
-            }
+            units.extend(pieces(doc));
         } else {
-            units.push((doc, true));
+            units.push(doc);
         }
     }
-    let mut groups: Vec<&[(&[u8], bool)]> = Vec::with_capacity(threads);
+    // Then `threads` runs of units of about equal bytes.
+    let mut left: usize = units.iter().map(|u| u.len()).sum();
+    let mut groups: Vec<&[&[u8]]> = Vec::with_capacity(threads);
     let mut rest = &units[..];
-    let mut left = total;
     for t in 0..threads {
         let target = left / (threads - t);
         let (mut k, mut sum) = (0, 0);
         while k < rest.len() && (sum < target || t == threads - 1) {
-            sum += rest[k].0.len();
+            sum += rest[k].len();
             k += 1;
         }
         groups.push(&rest[..k]);
@@ -244,11 +254,8 @@ pub fn count_batch(docs: &[&[u8]], max_digits: u32, tables: &mut [ChunkTable], s
     std::thread::scope(|scope| {
         for ((group, table), st) in groups.iter().zip(tables.iter_mut()).zip(thread_stats.iter_mut()) {
             scope.spawn(move || {
-                for &(unit, starts_doc) in group.iter() {
+                for unit in group.iter() {
                     count_document(unit, max_digits, table, st);
-                    if !starts_doc {
-                        st.documents -= 1; // a later piece of a document already counted
-                    }
                 }
             });
         }
@@ -300,6 +307,24 @@ mod tests {
             merged.absorb(t);
         }
         assert_eq!(collect(&one[0]), collect(&merged));
-        assert_eq!((s1.documents, s1.chunks), (s4.documents, s4.chunks));
+        assert_eq!((s1.documents, s1.bytes, s1.chunks), (s4.documents, s4.bytes, s4.chunks));
+    }
+
+    #[test]
+    fn a_big_invalid_document_is_repaired_once() {
+        let mut text = "word and more words\n".repeat(120_000).into_bytes(); // 2.4 MB
+        text[1_500_000] = 0xFF;
+        text[2_000_000] = 0xC3;
+        let docs: Vec<&[u8]> = vec![&text];
+        let mut one = vec![ChunkTable::default()];
+        let mut two: Vec<ChunkTable> = (0..2).map(|_| ChunkTable::default()).collect();
+        let (mut s1, mut s2) = (Stats::default(), Stats::default());
+        count_batch(&docs, 2, &mut one, &mut s1);
+        count_batch(&docs, 2, &mut two, &mut s2);
+        let mut merged = two.pop().unwrap();
+        merged.absorb(two.pop().unwrap());
+        assert_eq!(collect(&one[0]), collect(&merged));
+        assert_eq!((s2.documents, s2.invalid_documents, s2.invalid_sequences), (1, 1, 2));
+        assert_eq!((s1.chunks, s1.invalid_documents), (s2.chunks, 1));
     }
 }
