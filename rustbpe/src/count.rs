@@ -63,6 +63,10 @@ impl ChunkTable {
         self.used
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+
     #[inline(always)]
     fn key_bytes<'a>(&'a self, slot: &'a Slot) -> &'a [u8] {
         let len = slot.len as usize;

@@ -136,15 +136,10 @@ impl PartialOrd for Candidate {
 const HEADER: usize = 3; // len, count (low 32 bits), count (high 32 bits)
 
 /// All words in one arena; a word's handle is the index of its header.
+#[derive(Default)]
 pub struct Words {
     data: Vec<u32>,
     handles: Vec<u32>,
-}
-
-impl Default for Words {
-    fn default() -> Self {
-        Words { data: Vec::new(), handles: Vec::new() }
-    }
 }
 
 impl Words {
@@ -179,13 +174,14 @@ fn prefetch(data: &[u32], at: usize) {
         // SAFETY: a prefetch is only a hint; the address is in bounds anyway.
         unsafe { std::arch::x86_64::_mm_prefetch(data.as_ptr().add(at) as *const i8, std::arch::x86_64::_MM_HINT_T0) }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, at); // elsewhere: no hint, same result
 }
 
 /// The changes of one step, gathered per neighbouring token before they reach the hash map:
 /// a merge site `x a b y -> x new y` moves the word's count from (x, a) to (x, new) and from
 /// (b, y) to (new, y). `left[x]` / `right[y]` sum those counts and list the words (ascending, as
 /// they are visited) where the new pairs (x, new) / (new, y) were born.
-#[derive(Default)]
 struct Side {
     sum: Vec<i64>,
     words: Vec<Vec<u32>>,
