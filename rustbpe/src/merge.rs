@@ -2,10 +2,10 @@
 //!
 //! Every unique chunk becomes a word: its bytes as token ids, with its count. For every adjacent
 //! pair we keep its total count (summed over words, weighted by word count) and the words it
-//! occurs in. Each step takes the best pair from a lazy max-heap (higher count first, then the
+//! occurs in. Each step takes the best pair from a lazy queue (higher count first, then the
 //! smaller pair), rewrites only the words listed for it, and updates the counts of just the pairs
-//! around each rewrite. Heap entries are never updated in place: a popped entry whose count is
-//! stale is pushed back with the true count.
+//! around each rewrite. Queue entries are never updated in place: a popped entry whose count is
+//! stale is filed again with the true count.
 //!
 //! Speed comes from memory layout: a word is one contiguous run `[len, count_lo, count_hi, ids...]`
 //! in a single arena (one cache miss per visit, and the next words are prefetched), and the count
@@ -133,6 +133,63 @@ impl PartialOrd for Candidate {
     }
 }
 
+/// Candidates for the next merge: a lazy max-heap, plus plain buckets for low counts.
+///
+/// A pair's count never grows once it is filed, and the best count never grows either (a new pair
+/// (x, new) cannot occur more often than the pair it came from). So a pair with a low count can
+/// wait in a bucket until the best count comes down to it; most pairs are rare, and the heap stays
+/// small. Entries may be stale (the count dropped since): `pop` files those again.
+struct Queue {
+    heap: BinaryHeap<Candidate>,
+    buckets: Vec<Vec<u64>>, // buckets[c]: pairs filed with count c < LOW
+    top_bucket: usize,      // every bucket above this one is empty
+}
+
+const LOW: usize = 1024;
+
+impl Queue {
+    fn new() -> Self {
+        Queue { heap: BinaryHeap::new(), buckets: vec![Vec::new(); LOW], top_bucket: 0 }
+    }
+
+    /// File `pair` with `count` (> 0).
+    fn push(&mut self, count: i64, pair: u64) {
+        if (count as u64) < LOW as u64 {
+            self.buckets[count as usize].push(pair);
+            self.top_bucket = self.top_bucket.max(count as usize);
+        } else {
+            self.heap.push(Candidate { count, pair });
+        }
+    }
+
+    /// The best pair whose filed count is its current count; None when no pair is left.
+    /// Pairs found with count 0 are dropped from `pairs`.
+    fn pop(&mut self, pairs: &mut PairMap<PairStats>) -> Option<u64> {
+        loop {
+            // Move into the heap every bucket that may hold the best pair (ties included).
+            let mut heap_top = self.heap.peek().map_or(0, |c| c.count);
+            while self.top_bucket > 0 && self.top_bucket as i64 >= heap_top {
+                let k = self.top_bucket;
+                for pair in std::mem::take(&mut self.buckets[k]) {
+                    self.heap.push(Candidate { count: k as i64, pair });
+                    heap_top = k as i64;
+                }
+                self.top_bucket -= 1;
+            }
+            let top = self.heap.pop()?;
+            let now = pairs.get(&top.pair).map_or(0, |st| st.count);
+            if now == top.count && now > 0 {
+                return Some(top.pair);
+            }
+            if now > 0 {
+                self.push(now, top.pair);
+            } else {
+                pairs.remove(&top.pair);
+            }
+        }
+    }
+}
+
 const HEADER: usize = 3; // len, count (low 32 bits), count (high 32 bits)
 
 /// All words in one arena; a word's handle is the index of its header.
@@ -209,7 +266,7 @@ impl Side {
 struct Trainer {
     data: Vec<u32>,
     pairs: PairMap<PairStats>,
-    heap: BinaryHeap<Candidate>,
+    queue: Queue,
     left: Side,
     right: Side,
 }
@@ -227,24 +284,11 @@ impl Trainer {
                 st.words.push_new(h);
             }
         }
-        let heap = pairs.iter().map(|(&p, st)| Candidate { count: st.count, pair: p }).collect();
-        Trainer { data, pairs, heap, left: Side::new(vocab), right: Side::new(vocab) }
-    }
-
-    /// Pop the best pair whose count is up to date; None when no pair is left.
-    fn best(&mut self) -> Option<u64> {
-        while let Some(top) = self.heap.pop() {
-            let now = self.pairs.get(&top.pair).map_or(0, |st| st.count);
-            if now == top.count && now > 0 {
-                return Some(top.pair);
-            }
-            if now > 0 {
-                self.heap.push(Candidate { count: now, pair: top.pair });
-            } else {
-                self.pairs.remove(&top.pair);
-            }
+        let mut queue = Queue::new();
+        for (&p, st) in &pairs {
+            queue.push(st.count, p);
         }
-        None
+        Trainer { data, pairs, queue, left: Side::new(vocab), right: Side::new(vocab) }
     }
 
     /// Replace pair (a, b) by `new` in the word at `h`, left to right, recording the count changes.
@@ -283,7 +327,7 @@ impl Trainer {
     }
 
     fn step(&mut self, new: u32) -> Option<(u32, u32)> {
-        let p = self.best()?;
+        let p = self.queue.pop(&mut self.pairs)?;
         let (a, b) = ((p >> 32) as u32, p as u32);
         let stats = self.pairs.remove(&p).expect("the best pair has stats");
         const AHEAD: usize = 8;
@@ -314,7 +358,7 @@ impl Trainer {
             let count = c + self.pairs.remove(&q).map_or(0, |st| st.count);
             if count > 0 {
                 self.pairs.insert(q, PairStats { count, words });
-                self.heap.push(Candidate { count, pair: q });
+                self.queue.push(count, q);
             }
         }
         Some((a, b))
@@ -355,6 +399,12 @@ mod tests {
     fn ties_go_to_the_smaller_pair() {
         // "ab" and "cd" both occur 3 times: (a, b) first.
         assert_eq!(run(&[("cd", 3), ("ab", 3)], 1), vec![(b'a' as u32, b'b' as u32)]);
+    }
+
+    #[test]
+    fn ties_across_the_heap_and_the_buckets() {
+        let got = run(&[("cd", LOW as u64), ("ab", LOW as u64), ("ef", LOW as u64 - 1), ("zy", LOW as u64 + 1)], 4);
+        assert_eq!(got, vec![(b'z' as u32, b'y' as u32), (97, 98), (99, 100), (101, 102)]);
     }
 
     #[test]
