@@ -35,8 +35,8 @@ fn hash_chunk(bytes: &[u8]) -> u64 {
 
 #[derive(Clone, Copy, Default)]
 struct Slot {
-    tag: u32,  // low hash bits, or 0 for an empty slot
-    len: u32,  // chunk length in bytes
+    tag: u32,     // low hash bits, or 0 for an empty slot
+    len: u32,     // chunk length in bytes
     key: [u8; 8], // the bytes themselves if len <= 8, else the arena offset (little-endian)
     count: u64,
 }

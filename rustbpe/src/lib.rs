@@ -22,9 +22,6 @@ mod unicode_tables;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::slice;
 
-#[cfg(not(target_endian = "little"))]
-compile_error!("nanochat_rustbpe packs short chunks little-endian; big-endian targets are not supported");
-
 /// Bumped whenever a signature below changes; the Python binding checks it.
 pub const ABI_VERSION: u32 = 1;
 
@@ -112,7 +109,13 @@ pub unsafe extern "C" fn nbpe_free(t: *mut Trainer) {
 /// # Safety
 /// `t` from `nbpe_new`; `buf` readable for `buf_len` bytes; `ends` readable for `n` u64s.
 #[no_mangle]
-pub unsafe extern "C" fn nbpe_add_documents(t: *mut Trainer, buf: *const u8, buf_len: usize, ends: *const u64, n: usize) -> i64 {
+pub unsafe extern "C" fn nbpe_add_documents(
+    t: *mut Trainer,
+    buf: *const u8,
+    buf_len: usize,
+    ends: *const u64,
+    n: usize,
+) -> i64 {
     let (Some(t), Some(buf), Some(ends)) = (t.as_mut(), view(buf, buf_len), view(ends, n)) else {
         return ERR_ARGS;
     };
@@ -139,7 +142,9 @@ pub unsafe extern "C" fn nbpe_add_chunks(
     counts: *const u64,
     n: usize,
 ) -> i64 {
-    let (Some(t), Some(buf), Some(ends), Some(counts)) = (t.as_mut(), view(buf, buf_len), view(ends, n), view(counts, n)) else {
+    let (Some(t), Some(buf), Some(ends), Some(counts)) =
+        (t.as_mut(), view(buf, buf_len), view(ends, n), view(counts, n))
+    else {
         return ERR_ARGS;
     };
     guard(|| {
@@ -222,7 +227,13 @@ pub unsafe extern "C" fn nbpe_stats(t: *const Trainer, out: *mut u64, n: usize) 
 /// # Safety
 /// `buf` readable for `len` bytes; `out_ends` writable for `cap` u64s.
 #[no_mangle]
-pub unsafe extern "C" fn nbpe_split(max_digits: u32, buf: *const u8, len: usize, out_ends: *mut u64, cap: usize) -> i64 {
+pub unsafe extern "C" fn nbpe_split(
+    max_digits: u32,
+    buf: *const u8,
+    len: usize,
+    out_ends: *mut u64,
+    cap: usize,
+) -> i64 {
     let Some(bytes) = view(buf, len) else { return ERR_ARGS };
     if (cap > 0 && out_ends.is_null()) || max_digits == 0 {
         return ERR_ARGS;
