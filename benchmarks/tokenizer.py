@@ -1,12 +1,14 @@
 """Tokenizer training and encoding speed: nanochat (Rust) vs the PyPI `rustbpe` wheel vs HF `tokenizers`.
 
-    .venv/bin/python benchmarks/tokenizer.py [--input FILE ...] [--vocab 8192 32768] [--threads 2]
+    .venv/bin/python benchmarks/tokenizer.py [--input FILE ...] [--english] [--vocab 8192 32768] [--threads 2]
+                                             [--repeat N]
 
 Same text, same vocabulary size, same thread count for every trainer, all in one run (so the
 ratios are fair even on a busy machine). Each trainer runs in its own child process, which reports
 its wall time and peak RSS. Text: the --input files (.txt, .jsonl with a "text" field, .parquet
 with a "text" column), else the embedded starter corpus, topped up to --mb megabytes with English
-text found on this machine. Progress goes to stdout; the last line is one JSON document.
+text found on this machine (--english: that text only). --repeat N keeps each trainer's fastest
+of N runs. Progress goes to stdout; the last line is one JSON document.
 
 The references are optional: `pip install rustbpe tokenizers`; a missing one is reported, not fatal.
 """
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 STARTER = REPO / "plugins" / "nanochat_datasets" / "starter"
@@ -59,37 +62,37 @@ def read_file(path: str) -> list[str]:
         return paragraphs_to_docs(f.read())
 
 
-def machine_english() -> list[str]:
+def machine_english() -> Iterator[str]:
     """English prose that ships with Python and common packages (documentation, licences)."""
     from pydoc_data.topics import topics
 
-    docs = [topics[k] for k in sorted(topics)]
+    yield from (topics[k] for k in sorted(topics))
     for pattern in ("/usr/share/vim/vim*/doc/*.txt", "/usr/share/doc/*/*.txt", "/usr/share/doc/*/README*",
                     "/usr/share/doc/*/changelog*.gz", "/usr/share/common-licenses/*"):
         for path in sorted(glob.glob(pattern)):
             try:
-                docs += read_file(path)
+                yield from read_file(path)
             except (OSError, UnicodeError, EOFError):
                 pass
-    return docs
 
 
-def load_corpus(inputs: list[str], mb: float) -> tuple[list[str], str]:
+def load_corpus(inputs: list[str], mb: float, english: bool = False) -> tuple[list[str], str]:
     if inputs:
         docs = [d for path in inputs for d in read_file(path)]
         return docs, "files: " + ", ".join(inputs)
     docs, sources = [], []
-    shards = sorted(glob.glob(str(STARTER / "shard_*.parquet")))
+    shards = [] if english else sorted(glob.glob(str(STARTER / "shard_*.parquet")))
     if shards:
         docs = [d for s in shards for d in read_file(s)]
         sources.append(f"starter corpus ({len(shards)} shards)")
-    if sum(map(len, docs)) < mb * 1e6:
-        extra = machine_english()
+    size = sum(len(d.encode("utf-8", "surrogatepass")) for d in docs)
+    if size < mb * 1e6:
         sources.append("English documentation found on this machine")
-        for d in extra:
-            if sum(map(len, docs)) >= mb * 1e6:  # (cheap enough: a few thousand documents)
-                break
+        for d in machine_english():
             docs.append(d)
+            size += len(d.encode("utf-8", "surrogatepass"))
+            if size >= mb * 1e6:
+                break
     return docs, " + ".join(sources)
 
 
@@ -192,6 +195,9 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, nargs="+", default=[8192, 32768])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mb", type=float, default=10.0, help="at least this much text when no --input is given")
+    ap.add_argument("--english", action="store_true",
+                    help="only English documentation found on this machine (the starter corpus is part Chinese)")
+    ap.add_argument("--repeat", type=int, default=1, help="train each this many times, keep the fastest (busy machines)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--save", default="", help=argparse.SUPPRESS)
@@ -201,12 +207,13 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
 
-    docs, source = load_corpus(args.input, args.mb)
+    docs, source = load_corpus(args.input, args.mb, args.english)
     mb = sum(len(d.encode("utf-8", "surrogatepass")) for d in docs) / 1e6
     print(f"corpus: {len(docs):,} documents, {mb:.1f} MB ({source}); threads={args.threads}", flush=True)
     if mb < args.mb and not args.input:
         print(f"warning: only {mb:.1f} MB of text found (wanted {args.mb}); pass --input FILE for more", flush=True)
     result = {"corpus": {"source": source, "documents": len(docs), "mb": round(mb, 2)}, "threads": args.threads,
+              "repeat": args.repeat,
               "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
                           "python": platform.python_version()}, "train": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,7 +228,8 @@ def main() -> None:
             for name, kind in (("ours", "ours"), ("rustbpe", "rustbpe"), ("hf_tokenizers", "hf")):
                 print(f"train vocab={vocab}: {name} ...", end=" ", flush=True)
                 save = (ours_dir if kind == "ours" else hf_file if kind == "hf" else "") if last else ""
-                row[name] = r = run_child(kind, data, vocab, args.threads, save=save)
+                runs = [run_child(kind, data, vocab, args.threads, save=save) for _ in range(max(1, args.repeat))]
+                row[name] = r = min(runs, key=lambda x: x.get("seconds", float("inf")))
                 print(f"{r['seconds']:.2f} s, {r['mb_per_s']:.1f} MB/s, peak RSS {r['peak_rss_mb']:.0f} MB"
                       if "seconds" in r else r, flush=True)
             for name in ("rustbpe", "hf_tokenizers"):
