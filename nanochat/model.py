@@ -103,18 +103,38 @@ def norm(x):
     return F.rms_norm(x, (x.size(-1),))
 
 
+def matmul_weight(module, dtype, *weights):
+    """The weight(s) of a matmul in the compute dtype; several are stacked along the rows.
+
+    Training casts every step (autograd needs it). In inference mode the result is kept on the
+    module until a weight changes (its version or storage), so decoding never re-casts.
+    """
+    if len(weights) == 1 and weights[0].dtype == dtype:
+        return weights[0]
+    if not torch.is_inference_mode_enabled() or torch.compiler.is_compiling():
+        return (weights[0] if len(weights) == 1 else torch.cat(weights)).to(dtype)
+    key = (dtype,) + tuple((w.data_ptr(), w._version) for w in weights)
+    cached = module.__dict__.get("_inference_weight")
+    if cached is None or cached[0] != key:
+        cached = (key, (weights[0] if len(weights) == 1 else torch.cat(weights)).to(dtype))
+        module.__dict__["_inference_weight"] = cached
+    return cached[1]
+
+
 class Linear(nn.Linear):
     """fp32 master weight; the matmul runs in the activation's dtype (bf16 on GPUs)."""
 
     def forward(self, x):
-        return F.linear(x, self.weight.to(x.dtype))
+        return F.linear(x, matmul_weight(self, x.dtype, self.weight))
 
 
 def apply_rotary(x, cos, sin):
-    # x: (B, T, heads, D); rotate the two halves of each head by the position's angle
-    d = x.size(-1) // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+    """Rotate each head's two halves by the position's angle.
+
+    x: (B, T, heads, D); cos = [cos, cos] and sin = [sin, -sin] over D, so one roll does it:
+    [x1, x2] -> [x1 cos + x2 sin, x2 cos - x1 sin].
+    """
+    return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, dims=-1), sin)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,7 +197,7 @@ class CausalSelfAttention(nn.Module):
         B, T, _ = x.shape
         H, Hkv, D = self.n_head, self.n_kv_head, self.head_dim
         # one matmul for q, k and v (the three stay separate parameters for Muon)
-        w = torch.cat((self.c_q.weight, self.c_k.weight, self.c_v.weight)).to(x.dtype)
+        w = matmul_weight(self, x.dtype, self.c_q.weight, self.c_k.weight, self.c_v.weight)
         qkv = F.linear(x, w).view(B, T, H + 2 * Hkv, D)
         qk, v = qkv[:, :, :H + Hkv], qkv[:, :, H + Hkv:]
         qk = norm(apply_rotary(qk, cos, sin))
@@ -317,7 +337,7 @@ class GPT(nn.Module):
         self.smear_gate = Linear(SMEAR_CHANNELS, 1, bias=False)
         self.smear_lambda = nn.Parameter(torch.empty(()))
         self.backout_lambda = nn.Parameter(torch.empty(()))
-        rope_shape = (1, ROPE_LENGTH_FACTOR * config.sequence_len, 1, config.head_dim // 2)
+        rope_shape = (1, ROPE_LENGTH_FACTOR * config.sequence_len, 1, config.head_dim)
         self.register_buffer("cos", torch.empty(rope_shape, dtype=compute_dtype), persistent=False)
         self.register_buffer("sin", torch.empty(rope_shape, dtype=compute_dtype), persistent=False)
 
@@ -350,8 +370,9 @@ class GPT(nn.Module):
         D = cfg.head_dim
         inv_freq = ROPE_BASE ** (-torch.arange(0, D, 2, dtype=torch.float32, device=device) / D)
         angles = torch.outer(torch.arange(self.cos.size(1), dtype=torch.float32, device=device), inv_freq)
-        self.cos = angles.cos()[None, :, None, :].to(self.compute_dtype)
-        self.sin = angles.sin()[None, :, None, :].to(self.compute_dtype)
+        cos, sin = angles.cos(), angles.sin()
+        self.cos = torch.cat((cos, cos), dim=1)[None, :, None, :].to(self.compute_dtype)
+        self.sin = torch.cat((sin, -sin), dim=1)[None, :, None, :].to(self.compute_dtype)
 
     # -- forward ---------------------------------------------------------------------------------
 
@@ -375,8 +396,9 @@ class GPT(nn.Module):
         x = self._smear(x, kv_cache)
         x0 = x
         x_mid = x
+        resid, x0_mix = self.resid_lambdas.unbind(), self.x0_lambdas.unbind()
         for i, block in enumerate(self.transformer.h):
-            x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
+            x = resid[i] * x + x0_mix[i] * x0
             key = self.ve_keys[i]
             ve = self.value_embeds[key](idx).to(dt) if key is not None else None
             x = block(x, ve, cos, sin, self.windows[i], kv_cache)

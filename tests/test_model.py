@@ -250,6 +250,29 @@ def test_bf16_compute_on_cpu():
         assert model(idx[:, :4], kv_cache=cache).shape == (2, 4, 100)
 
 
+def test_inference_weight_cache_follows_weight_changes():
+    """Inference mode keeps bf16 copies of the weights; any change to a weight must show."""
+    model = build(tiny(), dtype=torch.bfloat16)
+    randomize(model)
+    idx = torch.randint(0, 100, (1, 8))
+    with torch.inference_mode():
+        before = model(idx)
+        assert torch.equal(model(idx), before)  # served from the cache, same numbers
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2)
+        model.transformer.h[0].attn.c_k.weight.add_(0.1)
+        expected = model(idx)  # no cache outside inference mode
+    with torch.inference_mode():
+        after = model(idx)
+    assert not torch.equal(after, before)
+    assert torch.equal(after, expected)
+    model.load_state_dict(build(tiny(), dtype=torch.bfloat16, seed=7).state_dict())
+    with torch.no_grad():
+        expected = model(idx)
+    with torch.inference_mode():
+        assert torch.equal(model(idx), expected)
+
+
 def test_config_round_trip_and_wrong_checkpoint():
     cfg = tiny(depth=2)
     assert GPTConfig.from_dict(cfg.to_dict()) == cfg
