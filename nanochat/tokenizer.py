@@ -43,7 +43,7 @@ VOCAB_FILE = "vocab.tiktoken"
 CONFIG_FILE = "tokenizer.json"
 FORMAT = "nanochat-tokenizer/1"
 BATCH_BYTES = 8 << 20  # documents are handed to the trainer in batches of about this many bytes
-BUILD_HINT = "build it with: maturin develop --release -m rustbpe/Cargo.toml"
+BUILD_HINT = "build it, run ./setup.sh (needs cargo, from https://rustup.rs) or: pip install ./rustbpe"
 
 __all__ = ["Tokenizer", "TokenizerError", "TokenizerFileMissing", "SPECIAL_TOKENS", "SPLIT_PATTERN"]
 

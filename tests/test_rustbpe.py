@@ -13,7 +13,7 @@ import pytest
 
 from nanochat import bpe
 
-rb = pytest.importorskip("nanochat_rustbpe", reason="build it: maturin develop --release -m rustbpe/Cargo.toml")
+rb = pytest.importorskip("nanochat_rustbpe", reason="not built: pip install ./rustbpe (or ./setup.sh)")
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 

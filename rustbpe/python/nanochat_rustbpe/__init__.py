@@ -23,7 +23,7 @@ ABI_VERSION = 1
 if lib.nbpe_abi_version() != ABI_VERSION:
     raise ImportError(
         f"nanochat_rustbpe: the compiled library has ABI {lib.nbpe_abi_version()}, this wrapper expects "
-        f"{ABI_VERSION}; rebuild it: maturin develop --release -m rustbpe/Cargo.toml"
+        f"{ABI_VERSION}; rebuild it: pip install ./rustbpe (or ./setup.sh)"
     )
 
 NANOCHAT_PATTERN = (
