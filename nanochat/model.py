@@ -142,23 +142,16 @@ def apply_rotary(x, cos, sin):
 # absolute positions Tk-Tq .. Tk-1, the keys at 0 .. Tk-1. A query at i sees keys j with
 # 0 <= i - j <= window.
 
-_flex_attention = None
-
-
 def _sliding_window_flex(q, k, v, window, scale):
-    """CUDA, training/prefill: flex attention skips whole blocks outside the window."""
-    global _flex_attention
+    """CUDA inside torch.compile: flex attention skips the blocks outside the window."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-    if _flex_attention is None:
-        # flex attention is only fast compiled; inside an already compiled model this is inlined
-        _flex_attention = torch.compile(flex_attention, dynamic=False)
-    T = q.size(2)
 
     def sliding_causal(b, h, qi, kj):
         return (qi >= kj) & (qi - kj <= window)
 
-    block_mask = create_block_mask(sliding_causal, None, None, T, T, device=q.device)
-    return _flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=q.size(1) != k.size(1))
+    T = q.size(2)
+    block_mask = create_block_mask(sliding_causal, None, None, T, T, device=q.device)  # traced into the graph
+    return flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=q.size(1) != k.size(1))
 
 
 def attention(q, k, v, window, scale):
@@ -170,13 +163,18 @@ def attention(q, k, v, window, scale):
         return F.scaled_dot_product_attention(q, k[:, :, start:], v[:, :, start:], scale=scale, enable_gqa=gqa)
     if Tq == Tk and window >= Tk - 1:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
-    if Tq == Tk and q.is_cuda:
+    if Tq == Tk and q.is_cuda and torch.compiler.is_compiling():
         return _sliding_window_flex(q, k, v, window, scale)
-    # a window shorter than the sequence on CPU, or a chunk appended to a KV cache: explicit mask
-    i = torch.arange(Tk - Tq, Tk, device=q.device).unsqueeze(1)
-    j = torch.arange(Tk, device=q.device).unsqueeze(0)
-    mask = (j <= i) & (i - j <= window)
+    # a window shorter than the sequence (CPU, or CUDA uncompiled), or a chunk appended to a KV
+    # cache: SDPA with an explicit mask (flex attention has no CPU backward)
+    mask = window_mask(Tq, Tk, window, q.device)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+
+
+def window_mask(Tq, Tk, window, device):
+    i = torch.arange(Tk - Tq, Tk, device=device).unsqueeze(1)
+    j = torch.arange(Tk, device=device).unsqueeze(0)
+    return (j <= i) & (i - j <= window)
 
 
 class CausalSelfAttention(nn.Module):

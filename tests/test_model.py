@@ -199,6 +199,21 @@ def test_kv_cache_decode_equals_full_forward_with_windows():
         _check_decode_matches_full(model, T=24, prefill=7, chunk=6)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_flex_window_path_matches_the_mask_path():
+    """The CUDA training path (flex attention, used when compiled) has the same window semantics."""
+    from nanochat.model import _sliding_window_flex, window_mask
+    torch.manual_seed(0)
+    k, v = torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 16)
+    for heads in (2, 4):  # plain and GQA
+        q = torch.randn(1, heads, 40, 16)
+        with torch.no_grad():
+            flex = _sliding_window_flex(q, k, v, 5, 0.3)
+            ref = torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=window_mask(40, 40, 5, "cpu"), scale=0.3, enable_gqa=heads != 2)
+        assert torch.allclose(flex, ref, atol=1e-5)
+
+
 def test_kv_cache_decode_with_gqa():
     model = build(tiny(depth=4, n_kv_head=2, window_pattern="SL"))
     assert model.config.n_head == 4 and model.config.n_kv_head == 2
