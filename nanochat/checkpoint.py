@@ -127,13 +127,13 @@ def load(path: Path) -> Checkpoint:
     return Checkpoint(path=path, step=meta["step"], meta=meta)
 
 
-def load_model(path: Path, device="cpu", *, for_training: bool = False):
+def load_model(path: Path, device="cpu", compute_dtype=torch.float32, *, for_training: bool = False):
     """Build the GPT saved in a checkpoint and load its weights (on `device`, fp32 master weights)."""
     from nanochat.model import GPT, GPTConfig
     ckpt = load(path)
     config = GPTConfig.from_dict(ckpt.meta["model_config"])
     with torch.device("meta"):
-        model = GPT(config)
+        model = GPT(config, compute_dtype=compute_dtype)
     model.to_empty(device=device)
     model.init_weights()  # creates non-persistent buffers (rotary tables)
     model.load_state_dict(ckpt.model_state(map_location=device), strict=True, assign=True)

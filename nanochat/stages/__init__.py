@@ -22,6 +22,7 @@ from nanochat.runs import Run
 STAGES = {
     "tokenizer": "nanochat.stages.tokenizer:TokenizerStage",
     "tokenizer-eval": "nanochat.stages.tokenizer:TokenizerEvalStage",
+    "pretrain": "nanochat.stages.pretrain:PretrainStage",
 }
 
 

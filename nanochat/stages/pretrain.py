@@ -1,0 +1,335 @@
+"""Stage `pretrain`: train the base GPT on a text dataset — the heart of the speedrun.
+
+Read it top to bottom: settings -> model -> horizon and hyperparameters (all derived from --depth) ->
+optimizer -> data -> resume -> the loop (eval, sample, checkpoint, step). Every `save_every` steps
+(and at the end) it writes a checkpoint; an interrupted run resumes from the latest one and, on CPU,
+reproduces the uninterrupted run's losses exactly.
+
+Data comes in "streams": one packed loader per micro-batch of an optimizer step (world size x
+gradient accumulation of them). Which documents a micro-batch sees therefore depends only on the
+total batch, not on how many processes share it: 2 ranks x 1 micro-batch and 1 rank x 2
+micro-batches train on the same rows.
+"""
+import gc
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from nanochat import checkpoint, scaling
+from nanochat.data import PackedLoader, document_source
+from nanochat.datasets import resolve
+from nanochat.evaluation.bpb import evaluate_bpb
+from nanochat.model import GPT, GPTConfig
+from nanochat.stages import CommonSettings, StageError
+from nanochat.tokenizer import Tokenizer
+
+SAMPLE_PROMPTS = ["The capital of France is", "The opposite of hot is", "If yesterday was Friday, then tomorrow will be",
+                  "The chemical symbol of gold is", "In the beginning", "床前明月光，", "学而时习之，"]
+CHARS_PER_TOKEN = 4.8  # for planning how many shards a horizon needs (measured on FineWeb-Edu at 32K-65K vocab)
+
+
+@dataclass
+class PretrainSettings(CommonSettings):
+    dataset: str = "climbmix"
+    # the model: one dial
+    depth: int = 20
+    aspect_ratio: int = 64
+    head_dim: int = 128
+    max_seq_len: int = 2048
+    window_pattern: str = "SSSL"
+    # the horizon, in order of precedence: iterations, FLOPs, tokens:params ratio
+    num_iterations: int = -1
+    target_flops: float = -1.0
+    target_param_data_ratio: float = 12.0
+    # batch: total tokens per optimizer step (-1 = derived from the horizon), split into device batches
+    device_batch_size: int = 32
+    total_batch_size: int = -1
+    # optimizer (values at the d12 reference; scaled to the batch size)
+    optimizer: str = "muon"
+    embedding_lr: float = 0.3
+    unembedding_lr: float = 0.008
+    matrix_lr: float = 0.02
+    scalar_lr: float = 0.5
+    weight_decay: float = 0.28
+    warmup_steps: int = 40
+    warmdown_ratio: float = 0.65
+    final_lr_frac: float = 0.05
+    # evaluation, samples and checkpoints during training (-1 = never; the last step always evaluates and
+    # saves, and samples unless sample_every is -1)
+    eval_every: int = 250
+    eval_tokens: int = 80 * 524288
+    sample_every: int = 2000
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    # execution
+    dtype: str = "auto"  # auto (the backend's choice), bf16 or fp32
+    compile: str = "auto"  # auto (the backend's advice), on or off
+    tokenizer_threads: int = 4
+    seed: int = 42
+
+
+def resolve_dtype(name: str, backend) -> torch.dtype:
+    choices = {"auto": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
+               "float32": torch.float32}
+    if name not in choices:
+        raise StageError(f"dtype={name!r} is not one of auto, bf16, fp32")
+    return choices[name] or backend.compute_dtype()
+
+
+def should_compile(name: str, backend) -> bool:
+    if name not in ("auto", "on", "off"):
+        raise StageError(f"compile={name!r} is not one of auto, on, off")
+    return backend.compile_is_wise() if name == "auto" else name == "on"
+
+
+def build_model(s, vocab_size: int, device, dtype) -> GPT:
+    config = GPTConfig.from_depth(s.depth, vocab_size=vocab_size, sequence_len=s.max_seq_len, head_dim=s.head_dim,
+                                  aspect_ratio=s.aspect_ratio, window_pattern=s.window_pattern)
+    with torch.device("meta"):
+        model = GPT(config, compute_dtype=dtype)
+    model.to_empty(device=device)
+    model.init_weights()
+    return model
+
+
+def scaling_params(model) -> int:
+    """Transformer matrices + lm_head: the count the horizon is a multiple of (cleanest scaling laws)."""
+    counts = model.num_scaling_params()
+    return counts["transformer_matrices"] + counts["lm_head"]
+
+
+@dataclass
+class Plan:
+    num_iterations: int
+    total_batch_size: int
+    grad_accum: int
+    lr_scale: float
+    weight_decay: float
+    target_tokens: int
+
+
+def plan_training(s, model, world_size: int) -> Plan:
+    """Horizon, batch, LR and weight-decay scaling from the depth dial (see nanochat/scaling.py)."""
+    target_tokens = int(s.target_param_data_ratio * scaling_params(model))
+    with torch.device("meta"):
+        ref = GPT(GPTConfig.from_depth(scaling.REF_DEPTH, vocab_size=model.config.vocab_size,
+                                       sequence_len=s.max_seq_len, head_dim=s.head_dim, aspect_ratio=s.aspect_ratio,
+                                       window_pattern=s.window_pattern))
+    ref_tokens = s.target_param_data_ratio * scaling_params(ref)
+    total = s.total_batch_size if s.total_batch_size > 0 else scaling.auto_batch_size(target_tokens, ref_tokens)
+    per_step = s.device_batch_size * s.max_seq_len * world_size
+    if total % per_step:
+        raise StageError(f"total_batch_size={total:,} tokens is not a multiple of device_batch_size x max_seq_len x "
+                         f"processes = {s.device_batch_size} x {s.max_seq_len} x {world_size} = {per_step:,}; "
+                         f"change --set total_batch_size or device_batch_size")
+    if s.num_iterations > 0:
+        iterations = s.num_iterations
+    elif s.target_flops > 0:
+        iterations = round(s.target_flops / (model.estimate_flops() * total))
+    elif s.target_param_data_ratio > 0:
+        iterations = target_tokens // total
+    else:
+        raise StageError("no horizon: set num_iterations, target_flops or target_param_data_ratio above 0")
+    if iterations < 1:
+        raise StageError(f"the horizon is {iterations} steps; raise num_iterations or the ratio, or lower the batch")
+    wd = scaling.weight_decay_scaled(s.weight_decay, total, target_tokens, ref_tokens)
+    return Plan(iterations, total, total // per_step, scaling.lr_scale(total), wd, target_tokens)
+
+
+def check_shards(dataset, tokens: int) -> None:
+    """Refuse a horizon the downloaded shards cannot feed without repeating (hub datasets only)."""
+    if not getattr(dataset, "num_shards", None):
+        return  # starter/local data: repeating epochs is expected and logged
+    need = dataset.shards_for_chars(tokens * CHARS_PER_TOKEN)
+    problem = dataset.too_few_shards(need)
+    if problem:
+        raise StageError(problem)
+
+
+@torch.no_grad()
+def greedy_samples(model, tok, prompts, max_tokens: int = 16) -> list[str]:
+    from nanochat.engine import Engine
+    engine = Engine(model, tok)
+    return [prompt + engine.complete(prompt, max_tokens=max_tokens, temperature=0.0) for prompt in prompts]
+
+
+class PretrainStage:
+    name = "pretrain"
+    needs = ("tokenizer",)
+    produces = ("base-model",)
+    Settings = PretrainSettings
+
+    def run(self, ctx):
+        s, world, backend = ctx.settings, ctx.world, ctx.backend
+        device = backend.device(world.local_rank)
+        dtype = resolve_dtype(s.dtype, backend)
+        torch.manual_seed(s.seed)
+        tok = Tokenizer.load(ctx.artifact("tokenizer"))
+        token_bytes = torch.tensor(tok.token_bytes(), dtype=torch.int64, device=device)
+        dataset = resolve(s.dataset, ctx.registry)
+
+        model = build_model(s, tok.vocab_size, device, dtype)
+        plan = plan_training(s, model, world.size)
+        flops_per_token = model.estimate_flops()
+        peak = backend.peak_flops(dtype)
+        check_shards(dataset, plan.num_iterations * plan.total_batch_size)
+        counts = model.num_scaling_params()
+        ctx.log(f"model: depth {s.depth}, width {model.config.n_embd}, {model.config.n_head} heads, "
+                f"{counts['total']:,} params ({scaling_params(model):,} scaling), {flops_per_token:.3e} FLOPs/token")
+        ctx.log(f"plan: {plan.num_iterations:,} steps x {plan.total_batch_size:,} tokens = "
+                f"{plan.num_iterations * plan.total_batch_size:,} tokens; grad accum {plan.grad_accum} x {world.size} "
+                f"process(es); LR x{plan.lr_scale:.3f}; weight decay {plan.weight_decay:.4f}; {dtype}; {backend.name}")
+
+        hparams = {"embedding_lr": s.embedding_lr * plan.lr_scale, "unembedding_lr": s.unembedding_lr * plan.lr_scale,
+                   "matrix_lr": s.matrix_lr * plan.lr_scale, "scalar_lr": s.scalar_lr * plan.lr_scale,
+                   "weight_decay": plan.weight_decay, "model_dim": model.config.n_embd}
+        optimizer = ctx.registry.get("optimizer", s.optimizer).build(model, hparams, world)
+        for group in optimizer.param_groups:
+            group.setdefault("initial_weight_decay", group.get("weight_decay", 0.0))
+        schedule = scaling.Schedule(plan.num_iterations, s.warmup_steps, s.warmdown_ratio, s.final_lr_frac)
+
+        # -- data: one stream per micro-batch of a step, this process owns streams rank, rank+W, ...
+        streams = world.size * plan.grad_accum
+        mine = [world.rank + world.size * m for m in range(plan.grad_accum)]
+
+        def stream(v, state=None):
+            source = document_source(dataset, tok, "train", rank=v, world=streams, threads=s.tokenizer_threads)
+            return PackedLoader(source, batch_size=s.device_batch_size, seq_len=s.max_seq_len, bos_id=tok.bos_id,
+                                device=device, state=state)
+
+        def val_batches():
+            """Validation in the same streams as training, so its batches do not depend on the process count."""
+            loaders = [PackedLoader(document_source(dataset, tok, "val", rank=v, world=streams, threads=s.tokenizer_threads),
+                                    batch_size=s.device_batch_size, seq_len=s.max_seq_len, bos_id=tok.bos_id,
+                                    device=device) for v in mine]
+            try:
+                while True:
+                    for loader in loaders:
+                        batch = next(loader, None)
+                        if batch is None:
+                            return
+                        yield batch
+            finally:
+                for loader in loaders:
+                    loader.close()
+
+        # -- resume --------------------------------------------------------------------------------
+        step, loop, resumed_at = 0, {"smooth_loss": 0.0, "train_seconds": 0.0}, None
+        last = checkpoint.latest_step(ctx.checkpoint_dir)
+        if last is not None:
+            ckpt = checkpoint.load(ctx.checkpoint_dir)
+            saved = ckpt.meta.get("model_config")
+            if saved != model.config.to_dict():
+                raise StageError(f"checkpoint {ckpt.path} holds a model with config {saved}, but the settings ask for "
+                                 f"{model.config.to_dict()}; resume with the same settings or start a new run")
+            model.load_state_dict(ckpt.model_state(map_location=device))
+            rank_state = ckpt.rank_state(world.rank, world.size)
+            optimizer.load_state_dict(rank_state["optimizer"])
+            checkpoint.set_rng_state(rank_state["rng"])
+            step, loop, resumed_at = ckpt.step, rank_state["loop"], ckpt.step
+            loaders = [stream(v, rank_state["loaders"][str(v)]) for v in mine]
+            # keep what led up to the checkpoint; its step's evaluation runs again below
+            ctx.run.keep_metrics(ctx.name, lambda r: r.get("step", 0) < step or (r.get("step") == step and "loss" in r))
+            ctx.log(f"resumed from step {step} ({ckpt.path})")
+        else:
+            loaders = [stream(v) for v in mine]
+
+        train_model = torch.compile(model, dynamic=False) if should_compile(s.compile, backend) else model
+        eval_steps = max(1, s.eval_tokens // (s.device_batch_size * s.max_seq_len * streams)) * plan.grad_accum
+        meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
+                "plan": asdict(plan), "tokenizer_vocab_size": tok.vocab_size}
+
+        def save(at_step: int, val_bpb=None):
+            rank_state = {"optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state(), "loop": dict(loop),
+                          "loaders": {str(v): loader.state_dict() for v, loader in zip(mine, loaders)}}
+            path = checkpoint.save(ctx.checkpoint_dir, at_step, world=world, model=model, rank_state=rank_state,
+                                   meta={**meta, "val_bpb": val_bpb}, keep=s.keep_checkpoints)
+            ctx.event("checkpoint", step=at_step, path=str(path))
+            return path
+
+        # -- the loop ------------------------------------------------------------------------------
+        val_bpb, final_path = None, None
+        t_start = time.time()
+        while True:
+            last_step = step == plan.num_iterations
+            if last_step or (s.eval_every > 0 and step % s.eval_every == 0):
+                model.eval()
+                val_bpb = evaluate_bpb(train_model, val_batches(), eval_steps, token_bytes, world)
+                model.train()
+                ctx.log(f"step {step:,} | val bpb {val_bpb:.4f}")
+                ctx.metric({"step": step, "val_bpb": val_bpb})
+            if world.is_main and s.sample_every > 0 and (last_step or (step > 0 and step % s.sample_every == 0)):
+                model.eval()
+                for text in greedy_samples(model, tok, SAMPLE_PROMPTS):
+                    ctx.log(f"  sample: {text!r}")
+                model.train()
+            if step == resumed_at:
+                final_path = ckpt.path  # already on disk: never rewrite the checkpoint we resumed from
+            elif last_step or (s.save_every > 0 and step > 0 and step % s.save_every == 0):
+                final_path = save(step, val_bpb)
+            if last_step:
+                break
+
+            # one optimizer step over grad_accum micro-batches
+            backend.synchronize()
+            t0 = time.time()
+            total_loss = torch.zeros((), device=device)
+            for loader in loaders:
+                x, y = next(loader)
+                loss = train_model(x, y)
+                (loss / plan.grad_accum).backward()
+                total_loss += loss.detach()
+            lrm = scaling.apply(optimizer, schedule, step)
+            optimizer.step()
+            model.zero_grad(set_to_none=True)
+            train_loss = (total_loss / plan.grad_accum).item()  # the sync point of the step
+            if world.size > 1:  # log the loss of the whole batch, not just this rank's share
+                train_loss = world.all_reduce_sum([train_loss])[0] / world.size
+            dt = time.time() - t0
+            step += 1
+            if step > 10:  # the first steps include compilation and warm-up
+                loop["train_seconds"] += dt
+            if step == 1:
+                gc.collect()
+                gc.freeze()  # fewer and shorter GC pauses over a long loop
+            beta = 0.9
+            loop["smooth_loss"] = beta * loop["smooth_loss"] + (1 - beta) * train_loss
+            smooth = loop["smooth_loss"] / (1 - beta ** step)
+            tok_per_s = plan.total_batch_size / dt
+            mfu = flops_per_token * plan.total_batch_size / dt / (peak * world.size) if peak else None
+            if step % s.log_every == 0 or step == plan.num_iterations:
+                eta = (plan.num_iterations - step) * (loop["train_seconds"] / max(step - 10, 1) if step > 10 else dt)
+                record = {"step": step, "loss": train_loss, "smooth_loss": smooth, "lrm": lrm, "dt_ms": dt * 1000,
+                          "tok_per_s": tok_per_s, "mfu": mfu, "eta_s": eta,
+                          "epoch": loaders[0].position["epoch"] if loaders[0].position else 1}
+                ctx.metric(record)
+                ctx.log(f"step {step:,}/{plan.num_iterations:,} | loss {train_loss:.4f} (smooth {smooth:.4f}) | "
+                        f"lrm {lrm:.3f} | {dt * 1000:.0f} ms | {tok_per_s:,.0f} tok/s | "
+                        f"mfu {100 * mfu:.1f}% | eta {eta / 60:.1f} min" if mfu is not None else
+                        f"step {step:,}/{plan.num_iterations:,} | loss {train_loss:.4f} | {tok_per_s:,.0f} tok/s")
+        gc.unfreeze()
+        for loader in loaders:
+            loader.close()
+
+        memory = backend.memory()
+        ctx.provide("base-model", final_path)
+        tokens = plan.num_iterations * plan.total_batch_size
+        ctx.summary.update({"val_bpb": val_bpb, "params": counts["total"], "tokens": tokens,
+                            "flops": flops_per_token * tokens})
+        ctx.write_report("\n".join([
+            "## Base model training", "",
+            f"- depth {s.depth}: width {model.config.n_embd}, {model.config.n_head} heads, window pattern "
+            f"{model.config.window_pattern}, sequence length {s.max_seq_len}",
+            f"- parameters: {counts['total']:,} ({scaling_params(model):,} scaling)",
+            f"- FLOPs per token: {flops_per_token:.3e}; total training FLOPs: {flops_per_token * tokens:.3e}",
+            f"- steps: {plan.num_iterations:,} x {plan.total_batch_size:,} tokens = {tokens:,} tokens "
+            f"(tokens : scaling params = {tokens / scaling_params(model):.2f})",
+            f"- dataset: {s.dataset}; optimizer: {s.optimizer}; dtype: {dtype}; processes: {world.size}",
+            f"- final val bits per byte: {val_bpb:.4f}",
+            f"- training time (excluding the first 10 steps): {loop['train_seconds'] / 60:.2f} min",
+            f"- peak memory: {memory.get('peak_bytes', 0) / 2**30:.2f} GiB",
+        ]))
+        ctx.log(f"done in {(time.time() - t_start) / 60:.1f} min; final val bpb {val_bpb:.4f}")
