@@ -183,6 +183,16 @@ def test_local_folder_and_file_url(bundle_files, tmp_path, monkeypatch):
     assert (folder / "core.yaml").read_text() == (bundle_dir / "core.yaml").read_text()
 
 
+def test_a_folder_placed_by_hand_in_the_cache_is_used_and_never_deleted(server, bundle_files, nanochat_home):
+    import shutil
+    target = nanochat_home / "cache" / "eval_bundle"
+    shutil.copytree(bundle_files[0], target)
+    assert eval_bundle.fetch(server.url + "/eval_bundle.zip", log=quiet) == target and server.gets() == 0
+    with pytest.raises(eval_bundle.BundleError, match="placed by hand, so it cannot be checked against sha256"):
+        eval_bundle.fetch(server.url + "/eval_bundle.zip", sha256="0" * 64, log=quiet)
+    assert (target / "core.yaml").is_file() and server.gets() == 0
+
+
 def test_two_processes_download_once(server, nanochat_home):
     server.seconds_per_chunk = 0.05  # about a second per download, so the two overlap
     code = ("import sys; from nanochat.evaluation.bundle import fetch; "

@@ -108,7 +108,10 @@ def _not_reusable(target: Path, url: str, expected: str | None) -> str | None:
     if not marker:
         # Only a person puts a folder there without a marker (ours is written before the rename).
         check_layout(target, f"{target} (no {MARKER}, so placed by hand)")
-        return "placed by hand, so it cannot be checked against a sha256" if expected else None
+        if expected:  # never delete what a person put there
+            raise BundleError(f"{target} was placed by hand, so it cannot be checked against sha256 {expected}; "
+                              f"move it elsewhere and point NANOCHAT_EVAL_BUNDLE at it, or delete it to download")
+        return None
     if marker.get("url") != url:
         return f"it came from {marker.get('url')}, not {url}"
     if expected and marker.get("sha256") != expected:
