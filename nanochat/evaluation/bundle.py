@@ -50,7 +50,7 @@ class BundleError(NanochatError):
 
 
 def fetch(url: str | None = None, *, sha256: str | None = None, log=None, retries: int = 5,
-          backoff: float = 2.0, timeout: float = 60.0) -> Path:
+          backoff: float = 1.0, timeout: float = 60.0) -> Path:
     """The folder of a ready eval bundle (downloading and extracting it first if needed)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     local = os.environ.get("NANOCHAT_EVAL_BUNDLE")
