@@ -1,0 +1,182 @@
+"""Training-step throughput and MFU on random tokens: forward + backward + optimizer step.
+
+    python benchmarks/train.py --depth 4 --seq-len 512 --batch 8 --dtype bf16
+
+On a CPU the peak is measured here, in the same process (fp32 and bf16 matmuls), because a
+shared machine's speed moves from minute to minute; MFU is against the peak of the dtype used.
+On CUDA the peak comes from the card's datasheet (dense bf16 / tf32). Progress goes to stdout,
+and the last line is one JSON document.
+"""
+import argparse
+import gc
+import json
+import math
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+try:
+    import nanochat_optimizers
+except ImportError:  # running from a checkout without an install
+    root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(root), str(root / "plugins")]
+    import nanochat_optimizers
+from nanochat.model import GPT, GPTConfig
+
+# dense (no sparsity) peak FLOP/s per GPU: (bf16, tf32)
+GPU_PEAKS = {"H100 SXM": (989e12, 495e12), "H100 NVL": (835e12, 418e12), "H100 PCIe": (756e12, 378e12),
+             "H100": (989e12, 495e12), "H200": (989e12, 495e12), "B200": (2250e12, 1100e12),
+             "A100": (312e12, 156e12), "L40S": (362e12, 183e12), "A10": (125e12, 62.5e12)}
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def matmul_peak(dtype, device, n=2048, reps=6):
+    """Best FLOP/s of an n x n x n matmul: the ceiling a training step can reach."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    for _ in range(2):
+        a @ b
+    best = math.inf
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def gpu_peak(dtype):
+    name = torch.cuda.get_device_name()
+    for key, (bf16, tf32) in GPU_PEAKS.items():
+        if key.replace(" ", "").lower() in name.replace(" ", "").lower():
+            return bf16 if dtype == torch.bfloat16 else tf32
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=8, help="rows per step (device batch)")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps (after the warmup)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation happens here)")
+    ap.add_argument("--vocab-size", type=int, default=8192)
+    ap.add_argument("--window-pattern", default="L")
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto")
+    ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--optimizer", default="muon", help="optimizer plugin name")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    args = ap.parse_args()
+
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    log(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+
+    # the ceiling: measured on CPU, from the datasheet on CUDA
+    peaks = {}
+    if device.type == "cpu":
+        peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
+        log(f"measured matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    if args.dtype == "auto":
+        if device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else torch.float32
+        else:  # bf16 only where the CPU has fast bf16 matmuls (AVX-512 BF16 / AMX)
+            dtype = torch.bfloat16 if peaks["bf16"] > 1.3 * peaks["fp32"] else torch.float32
+    else:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    dname = "bf16" if dtype == torch.bfloat16 else "fp32"
+    if device.type == "cuda":
+        peak = gpu_peak(dtype) or matmul_peak(dtype, device, n=8192)
+    else:
+        peak = peaks[dname]
+    compiled = args.compile == "on" or (args.compile == "auto" and device.type in ("cpu", "cuda"))
+
+    cfg = GPTConfig.from_depth(args.depth, vocab_size=args.vocab_size, sequence_len=args.seq_len,
+                               head_dim=args.head_dim, window_pattern=args.window_pattern)
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        model = GPT(cfg, compute_dtype=dtype)
+    model.to_empty(device=device)
+    model.init_weights()
+    found = []
+    nanochat_optimizers.nanochat_optimizer(register=found.append)
+    plugin = {p.name: p for p in found}[args.optimizer]
+    hparams = dict(embedding_lr=0.3, unembedding_lr=0.008, matrix_lr=0.02, scalar_lr=0.5, weight_decay=0.28,
+                   model_dim=cfg.n_embd, compile=compiled)
+    opt = plugin.build(model, hparams, SimpleNamespace(rank=0, size=1))
+    run = torch.compile(model, dynamic=False) if compiled else model
+    flops_per_token = model.estimate_flops()
+    log(f"depth {args.depth}: width {cfg.n_embd}, {cfg.n_head} heads, windows {model.windows}, "
+        f"{sum(p.numel() for p in model.parameters()):,} params, {flops_per_token:.3e} FLOPs/token, "
+        f"dtype {dname}, compile {compiled}, optimizer {args.optimizer}")
+
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randint(0, args.vocab_size, (args.batch, args.seq_len), generator=g).to(device)
+    y = torch.randint(0, args.vocab_size, (args.batch, args.seq_len), generator=g).to(device)
+
+    def step():
+        loss = run(x, y)
+        loss.backward()
+        opt.step()
+        model.zero_grad(set_to_none=True)
+        return loss
+
+    t0 = time.perf_counter()
+    for i in range(args.warmup):
+        loss = step()
+        log(f"warmup {i + 1}/{args.warmup}: loss {loss.item():.4f} ({time.perf_counter() - t0:.1f} s)")
+    gc.collect()
+    gc.freeze()
+    gc.disable()  # no collector pauses inside timed steps
+    times = []
+    for i in range(args.steps):
+        sync(device)
+        t0 = time.perf_counter()
+        loss = step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        log(f"step {i + 1}/{args.steps}: {times[-1] * 1000:.1f} ms, loss {loss.item():.4f}")
+    gc.enable()
+
+    dt = statistics.median(times)
+    tok_per_s = args.batch * args.seq_len / dt
+    mfu = flops_per_token * tok_per_s / peak
+    if device.type == "cuda":
+        peak_memory = torch.cuda.max_memory_allocated()
+    else:
+        peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    result = {
+        "tok_per_s": round(tok_per_s, 1), "mfu": round(mfu, 4), "peak_flops": peak, "dtype": dname,
+        "compiled": compiled, "flops_per_token": flops_per_token, "peak_memory": peak_memory,
+        "step_ms_median": round(dt * 1000, 2), "step_ms_min": round(min(times) * 1000, 2),
+        "achieved_flops": flops_per_token * tok_per_s, "device": str(device),
+        "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(), "depth": args.depth, "seq_len": args.seq_len, "batch": args.batch,
+        "vocab_size": args.vocab_size, "window_pattern": cfg.window_pattern, "optimizer": args.optimizer,
+        "params": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
+    }
+    if peaks:
+        result["measured_peak_fp32"] = peaks["fp32"]
+        result["measured_peak_bf16"] = peaks["bf16"]
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
