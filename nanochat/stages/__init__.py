@@ -23,6 +23,8 @@ STAGES = {
     "tokenizer": "nanochat.stages.tokenizer:TokenizerStage",
     "tokenizer-eval": "nanochat.stages.tokenizer:TokenizerEvalStage",
     "pretrain": "nanochat.stages.pretrain:PretrainStage",
+    "base-eval": "nanochat.stages.base_eval:BaseEvalStage",
+    "core-eval": "nanochat.stages.core_eval:CoreEvalStage",
 }
 
 

@@ -11,19 +11,20 @@ total batch, not on how many processes share it: 2 ranks x 1 micro-batch and 1 r
 micro-batches train on the same rows.
 """
 import gc
-import math
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 
-from nanochat import checkpoint, scaling
+from nanochat import scaling
 from nanochat.data import PackedLoader, document_source
 from nanochat.datasets import resolve
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.model import GPT, GPTConfig
 from nanochat.stages import CommonSettings, StageError
 from nanochat.tokenizer import Tokenizer
+from nanochat.training import (Checkpointer, Loop, Progress, grad_accum_steps, micro_streams, optimizer_step,
+                               peak_memory_gib)
 
 SAMPLE_PROMPTS = ["The capital of France is", "The opposite of hot is", "If yesterday was Friday, then tomorrow will be",
                   "The chemical symbol of gold is", "In the beginning", "床前明月光，", "学而时习之，"]
@@ -120,11 +121,7 @@ def plan_training(s, model, world_size: int) -> Plan:
                                        window_pattern=s.window_pattern))
     ref_tokens = s.target_param_data_ratio * scaling_params(ref)
     total = s.total_batch_size if s.total_batch_size > 0 else scaling.auto_batch_size(target_tokens, ref_tokens)
-    per_step = s.device_batch_size * s.max_seq_len * world_size
-    if total % per_step:
-        raise StageError(f"total_batch_size={total:,} tokens is not a multiple of device_batch_size x max_seq_len x "
-                         f"processes = {s.device_batch_size} x {s.max_seq_len} x {world_size} = {per_step:,}; "
-                         f"change --set total_batch_size or device_batch_size")
+    grad_accum = grad_accum_steps(total, s.device_batch_size, s.max_seq_len, world_size)
     if s.num_iterations > 0:
         iterations = s.num_iterations
     elif s.target_flops > 0:
@@ -136,7 +133,7 @@ def plan_training(s, model, world_size: int) -> Plan:
     if iterations < 1:
         raise StageError(f"the horizon is {iterations} steps; raise num_iterations or the ratio, or lower the batch")
     wd = scaling.weight_decay_scaled(s.weight_decay, total, target_tokens, ref_tokens)
-    return Plan(iterations, total, total // per_step, scaling.lr_scale(total), wd, target_tokens)
+    return Plan(iterations, total, grad_accum, scaling.lr_scale(total), wd, target_tokens)
 
 
 def check_shards(dataset, tokens: int) -> None:
@@ -191,9 +188,8 @@ class PretrainStage:
             group.setdefault("initial_weight_decay", group.get("weight_decay", 0.0))
         schedule = scaling.Schedule(plan.num_iterations, s.warmup_steps, s.warmdown_ratio, s.final_lr_frac)
 
-        # -- data: one stream per micro-batch of a step, this process owns streams rank, rank+W, ...
-        streams = world.size * plan.grad_accum
-        mine = [world.rank + world.size * m for m in range(plan.grad_accum)]
+        # -- data: one stream per micro-batch of a step (see training.micro_streams)
+        streams, mine = micro_streams(world, plan.grad_accum)
 
         def stream(v, state=None):
             source = document_source(dataset, tok, "train", rank=v, world=streams, threads=s.tokenizer_threads)
@@ -216,44 +212,22 @@ class PretrainStage:
                 for loader in loaders:
                     loader.close()
 
-        # -- resume --------------------------------------------------------------------------------
-        step, loop, resumed_at = 0, {"smooth_loss": 0.0, "train_seconds": 0.0}, None
-        last = checkpoint.latest_step(ctx.checkpoint_dir)
-        if last is not None:
-            ckpt = checkpoint.load(ctx.checkpoint_dir)
-            saved = ckpt.meta.get("model_config")
-            if saved != model.config.to_dict():
-                raise StageError(f"checkpoint {ckpt.path} holds a model with config {saved}, but the settings ask for "
-                                 f"{model.config.to_dict()}; resume with the same settings or start a new run")
-            model.load_state_dict(ckpt.model_state(map_location=device))
-            rank_state = ckpt.rank_state(world.rank, world.size)
-            optimizer.load_state_dict(rank_state["optimizer"])
-            checkpoint.set_rng_state(rank_state["rng"])
-            step, loop, resumed_at = ckpt.step, rank_state["loop"], ckpt.step
-            loaders = [stream(v, rank_state["loaders"][str(v)]) for v in mine]
-            # keep what led up to the checkpoint; its step's evaluation runs again below
-            ctx.run.keep_metrics(ctx.name, lambda r: r.get("step", 0) < step or (r.get("step") == step and "loss" in r))
-            ctx.log(f"resumed from step {step} ({ckpt.path})")
-        else:
-            loaders = [stream(v) for v in mine]
+        # -- resume ----------------------------------------------------------------------------------
+        meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
+                "plan": asdict(plan), "tokenizer_vocab_size": tok.vocab_size}
+        checkpointer = Checkpointer(ctx, model, optimizer, meta, keep=s.keep_checkpoints)
+        resumed = checkpointer.resume()
+        loop = resumed[0] if resumed else Loop()
+        loaders = {v: stream(v, resumed[1][str(v)] if resumed else None) for v in mine}
 
         train_model = torch.compile(model, dynamic=False) if should_compile(s.compile, backend) else model
         eval_steps = max(1, s.eval_tokens // (s.device_batch_size * s.max_seq_len * streams)) * plan.grad_accum
-        meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
-                "plan": asdict(plan), "tokenizer_vocab_size": tok.vocab_size}
-
-        def save(at_step: int, val_bpb=None):
-            rank_state = {"optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state(), "loop": dict(loop),
-                          "loaders": {str(v): loader.state_dict() for v, loader in zip(mine, loaders)}}
-            path = checkpoint.save(ctx.checkpoint_dir, at_step, world=world, model=model, rank_state=rank_state,
-                                   meta={**meta, "val_bpb": val_bpb}, keep=s.keep_checkpoints)
-            ctx.event("checkpoint", step=at_step, path=str(path))
-            return path
+        progress = Progress(ctx, loop, plan.num_iterations, plan.total_batch_size, flops_per_token, peak)
 
         # -- the loop ------------------------------------------------------------------------------
-        val_bpb, final_path = None, None
-        t_start = time.time()
+        val_bpb, t_start = None, time.time()
         while True:
+            step = loop.step
             last_step = step == plan.num_iterations
             if last_step or (s.eval_every > 0 and step % s.eval_every == 0):
                 model.eval()
@@ -266,56 +240,24 @@ class PretrainStage:
                 for text in greedy_samples(model, tok, SAMPLE_PROMPTS):
                     ctx.log(f"  sample: {text!r}")
                 model.train()
-            if step == resumed_at:
-                final_path = ckpt.path  # already on disk: never rewrite the checkpoint we resumed from
-            elif last_step or (s.save_every > 0 and step > 0 and step % s.save_every == 0):
-                final_path = save(step, val_bpb)
+            if last_step or (s.save_every > 0 and step > 0 and step % s.save_every == 0):
+                checkpointer.save(loop, loaders, val_bpb=val_bpb)
             if last_step:
                 break
-
-            # one optimizer step over grad_accum micro-batches
-            backend.synchronize()
-            t0 = time.time()
-            total_loss = torch.zeros((), device=device)
-            for loader in loaders:
-                x, y = next(loader)
-                loss = train_model(x, y)
-                (loss / plan.grad_accum).backward()
-                total_loss += loss.detach()
+            progress.start()
+            batches = [next(loader) for loader in loaders.values()]  # pretraining data never runs out
             lrm = scaling.apply(optimizer, schedule, step)
-            optimizer.step()
-            model.zero_grad(set_to_none=True)
-            train_loss = (total_loss / plan.grad_accum).item()  # the sync point of the step
-            if world.size > 1:  # log the loss of the whole batch, not just this rank's share
-                train_loss = world.all_reduce_sum([train_loss])[0] / world.size
-            dt = time.time() - t0
-            step += 1
-            if step > 10:  # the first steps include compilation and warm-up
-                loop["train_seconds"] += dt
-            if step == 1:
+            loss = optimizer_step(train_model, batches, optimizer, world)
+            if loop.step == 0:
                 gc.collect()
                 gc.freeze()  # fewer and shorter GC pauses over a long loop
-            beta = 0.9
-            loop["smooth_loss"] = beta * loop["smooth_loss"] + (1 - beta) * train_loss
-            smooth = loop["smooth_loss"] / (1 - beta ** step)
-            tok_per_s = plan.total_batch_size / dt
-            mfu = flops_per_token * plan.total_batch_size / dt / (peak * world.size) if peak else None
-            if step % s.log_every == 0 or step == plan.num_iterations:
-                eta = (plan.num_iterations - step) * (loop["train_seconds"] / max(step - 10, 1) if step > 10 else dt)
-                record = {"step": step, "loss": train_loss, "smooth_loss": smooth, "lrm": lrm, "dt_ms": dt * 1000,
-                          "tok_per_s": tok_per_s, "mfu": mfu, "eta_s": eta,
-                          "epoch": loaders[0].position["epoch"] if loaders[0].position else 1}
-                ctx.metric(record)
-                ctx.log(f"step {step:,}/{plan.num_iterations:,} | loss {train_loss:.4f} (smooth {smooth:.4f}) | "
-                        f"lrm {lrm:.3f} | {dt * 1000:.0f} ms | {tok_per_s:,.0f} tok/s | "
-                        f"mfu {100 * mfu:.1f}% | eta {eta / 60:.1f} min" if mfu is not None else
-                        f"step {step:,}/{plan.num_iterations:,} | loss {train_loss:.4f} | {tok_per_s:,.0f} tok/s")
+            epoch = next(iter(loaders.values())).position
+            progress.done(loss, lrm=lrm, epoch=epoch["epoch"] if epoch else 1)
         gc.unfreeze()
-        for loader in loaders:
+        for loader in loaders.values():
             loader.close()
 
-        memory = backend.memory()
-        ctx.provide("base-model", final_path)
+        ctx.provide("base-model", checkpointer.path)
         tokens = plan.num_iterations * plan.total_batch_size
         ctx.summary.update({"val_bpb": val_bpb, "params": counts["total"], "tokens": tokens,
                             "flops": flops_per_token * tokens})
@@ -329,7 +271,7 @@ class PretrainStage:
             f"(tokens : scaling params = {tokens / scaling_params(model):.2f})",
             f"- dataset: {s.dataset}; optimizer: {s.optimizer}; dtype: {dtype}; processes: {world.size}",
             f"- final val bits per byte: {val_bpb:.4f}",
-            f"- training time (excluding the first 10 steps): {loop['train_seconds'] / 60:.2f} min",
-            f"- peak memory: {memory.get('peak_bytes', 0) / 2**30:.2f} GiB",
+            f"- training time (excluding the first 10 steps): {loop.train_seconds / 60:.2f} min",
+            f"- peak memory: {peak_memory_gib(backend):.2f} GiB",
         ]))
         ctx.log(f"done in {(time.time() - t_start) / 60:.1f} min; final val bpb {val_bpb:.4f}")

@@ -1,0 +1,66 @@
+"""Stage `base-eval`: how good is the base model — bits per byte on train and validation text, and samples.
+
+(CORE, the DCLM benchmark, is its own stage `core-eval`.)
+"""
+from dataclasses import dataclass
+
+import torch
+
+from nanochat.checkpoint import load_model
+from nanochat.data import PackedLoader, document_source
+from nanochat.datasets import resolve
+from nanochat.evaluation.bpb import evaluate_bpb
+from nanochat.stages import CommonSettings
+from nanochat.stages.pretrain import SAMPLE_PROMPTS, greedy_samples, resolve_dtype
+from nanochat.tokenizer import Tokenizer
+
+
+class BaseEvalStage:
+    name = "base-eval"
+    needs = ("tokenizer", "base-model")
+    produces = ()
+
+    @dataclass
+    class Settings(CommonSettings):
+        dataset: str = "climbmix"
+        split_tokens: int = 40 * 524288  # tokens evaluated per split
+        device_batch_size: int = 32
+        samples: int = 8  # unconditioned samples at temperature 1
+        sample_tokens: int = 128
+        dtype: str = "auto"
+
+    def run(self, ctx):
+        s, world, backend = ctx.settings, ctx.world, ctx.backend
+        device = backend.device(world.local_rank)
+        tok = Tokenizer.load(ctx.artifact("tokenizer"))
+        model, ckpt = load_model(ctx.artifact("base-model"), device, resolve_dtype(s.dtype, backend))
+        T = model.config.sequence_len
+        token_bytes = torch.tensor(tok.token_bytes(), dtype=torch.int64, device=device)
+        dataset = resolve(s.dataset, ctx.registry)
+        steps = max(1, s.split_tokens // (s.device_batch_size * T * world.size))
+        ctx.log(f"evaluating {ckpt.path} (step {ckpt.step}) on {s.dataset}: {steps} batches of "
+                f"{s.device_batch_size} x {T} per split and process")
+        results = {}
+        for split in ("train", "val"):
+            source = document_source(dataset, tok, split, rank=world.rank, world=world.size)
+            loader = PackedLoader(source, batch_size=s.device_batch_size, seq_len=T, bos_id=tok.bos_id, device=device)
+            results[f"{split}_bpb"] = evaluate_bpb(model, loader, steps, token_bytes, world)
+            loader.close()
+            ctx.log(f"{split} bpb: {results[f'{split}_bpb']:.4f}")
+        ctx.metric({"step": ckpt.step, **results})
+        ctx.summary.update(results)
+
+        lines = []
+        if world.is_main:
+            from nanochat.engine import Engine
+            lines = [f"- {text!r}" for text in greedy_samples(model, tok, SAMPLE_PROMPTS)]
+            engine = Engine(model, tok)
+            for i in range(s.samples):
+                text = engine.complete("", max_tokens=s.sample_tokens, temperature=1.0, seed=i)
+                lines.append(f"- (unconditioned) {text!r}")
+            for line in lines:
+                ctx.log(line)
+        ctx.write_report("\n".join(["## Base model evaluation", "",
+                                    f"- checkpoint: step {ckpt.step}, dataset {s.dataset}",
+                                    f"- train bpb: {results['train_bpb']:.4f}", f"- val bpb: {results['val_bpb']:.4f}",
+                                    "", "Samples:", *lines]))

@@ -1,0 +1,178 @@
+"""Pieces every training stage shares (pretrain, midtrain, SFT, RL): micro-batch streams, checkpoints that
+resume exactly, one optimizer step over accumulated micro-batches, and the progress line.
+
+Each stage keeps its own loop, top to bottom in its own file; these helpers are the parts that must
+behave the same everywhere.
+"""
+import time
+from dataclasses import dataclass, field
+
+from nanochat import checkpoint
+from nanochat.stages import StageError
+
+
+def micro_streams(world, grad_accum: int) -> tuple[int, list[int]]:
+    """Data streams = micro-batches per optimizer step; this process owns streams rank, rank+W, ...
+
+    Which rows a micro-batch holds then depends only on the total batch, not on how many processes
+    share it: 2 processes x 1 micro-batch and 1 process x 2 micro-batches see the same data.
+    """
+    streams = world.size * grad_accum
+    return streams, [world.rank + world.size * m for m in range(grad_accum)]
+
+
+def grad_accum_steps(total_batch: int, device_batch: int, seq_len: int, world_size: int) -> int:
+    per_step = device_batch * seq_len * world_size
+    if total_batch % per_step:
+        raise StageError(f"total_batch_size={total_batch:,} tokens is not a multiple of device_batch_size x max_seq_len x "
+                         f"processes = {device_batch} x {seq_len} x {world_size} = {per_step:,}; "
+                         f"change --set total_batch_size or device_batch_size")
+    return total_batch // per_step
+
+
+@dataclass
+class Loop:
+    """What a training loop carries across a resume besides weights and optimizer state."""
+
+    step: int = 0
+    smooth_loss: float = 0.0
+    train_seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class Checkpointer:
+    """Saves and resumes a training stage: model (rank 0), optimizer shard, loaders, RNG and loop per rank."""
+
+    def __init__(self, ctx, model, optimizer, meta: dict, keep: int = 2):
+        self.ctx, self.model, self.optimizer, self.meta, self.keep = ctx, model, optimizer, meta, keep
+        self.resumed_at = None
+        self.path = None
+
+    def resume(self):
+        """(Loop, loader states by stream) from the latest checkpoint of this stage, or None to start fresh."""
+        ctx = self.ctx
+        if checkpoint.latest_step(ctx.checkpoint_dir) is None:
+            return None
+        ckpt = checkpoint.load(ctx.checkpoint_dir)
+        saved, wanted = ckpt.meta.get("model_config"), self.meta["model_config"]
+        if saved != wanted:
+            raise StageError(f"checkpoint {ckpt.path} holds a model with config {saved}, but the settings ask for "
+                             f"{wanted}; resume with the same settings or start a new run")
+        device = next(self.model.parameters()).device
+        self.model.load_state_dict(ckpt.model_state(map_location=device))
+        state = ckpt.rank_state(ctx.world.rank, ctx.world.size)
+        self.optimizer.load_state_dict(state["optimizer"])
+        checkpoint.set_rng_state(state["rng"])
+        loop = Loop(**state["loop"])
+        self.resumed_at, self.path = loop.step, ckpt.path
+        # keep what led up to the checkpoint; evaluations at its step run again
+        ctx.run.keep_metrics(ctx.name, lambda r: r.get("step", 0) < loop.step or
+                             (r.get("step") == loop.step and "loss" in r))
+        ctx.log(f"resumed from step {loop.step} ({ckpt.path})")
+        return loop, state["loaders"]
+
+    def save(self, loop: Loop, loaders: dict, **meta):
+        """Every rank calls this. The checkpoint we resumed from is never rewritten."""
+        if loop.step == self.resumed_at:
+            return self.path
+        rank_state = {"optimizer": self.optimizer.state_dict(), "rng": checkpoint.rng_state(),
+                      "loop": loop.__dict__, "loaders": {str(k): v.state_dict() for k, v in loaders.items()}}
+        self.path = checkpoint.save(self.ctx.checkpoint_dir, loop.step, world=self.ctx.world, model=self.model,
+                                    rank_state=rank_state, meta={**self.meta, **meta}, keep=self.keep)
+        self.ctx.event("checkpoint", step=loop.step, path=str(self.path))
+        return self.path
+
+
+def next_micro_batches(loaders: list, world):
+    """One batch from each of this process's streams, or None when any process ran out of data.
+
+    All processes must agree to stop together, or the others would wait forever in a collective.
+    """
+    batches = [next(loader, None) for loader in loaders]
+    have = float(all(b is not None for b in batches))
+    if world.size > 1:
+        have = float(world.all_reduce_sum([have])[0] == world.size)
+    return batches if have else None
+
+
+def optimizer_step(train_model, batches, optimizer, world) -> float:
+    """Forward/backward each micro-batch (losses averaged), step, zero grads; the batch loss over all processes."""
+    total = None
+    for x, y in batches:
+        loss = train_model(x, y)
+        (loss / len(batches)).backward()
+        total = loss.detach() if total is None else total + loss.detach()
+    optimizer.step()
+    train_model.zero_grad(set_to_none=True)
+    value = (total / len(batches)).item()  # the one device sync of the step
+    if world.size > 1:
+        value = world.all_reduce_sum([value])[0] / world.size
+    return value
+
+
+class Progress:
+    """The per-step record and console line: loss (and its debiased EMA), speed, MFU, ETA."""
+
+    def __init__(self, ctx, loop: Loop, total_steps: int | None, tokens_per_step: int, flops_per_token: float,
+                 peak_flops: float | None):
+        self.ctx, self.loop, self.total = ctx, loop, total_steps
+        self.tokens_per_step, self.flops_per_token, self.peak = tokens_per_step, flops_per_token, peak_flops
+        self.t0 = None
+
+    def start(self):
+        self.ctx.backend.synchronize()
+        self.t0 = time.time()
+
+    def done(self, loss: float, **extra) -> dict:
+        dt = time.time() - self.t0
+        loop = self.loop
+        loop.step += 1
+        if loop.step > 10:  # the first steps include compilation and warm-up
+            loop.train_seconds += dt
+        loop.smooth_loss = 0.9 * loop.smooth_loss + 0.1 * loss
+        smooth = loop.smooth_loss / (1 - 0.9 ** loop.step)
+        tok_per_s = self.tokens_per_step / dt
+        mfu = self.flops_per_token * self.tokens_per_step / dt / (self.peak * self.ctx.world.size) if self.peak else None
+        per_step = loop.train_seconds / (loop.step - 10) if loop.step > 10 else dt
+        eta = (self.total - loop.step) * per_step if self.total else None
+        record = {"step": loop.step, "loss": loss, "smooth_loss": smooth, "dt_ms": dt * 1000, "tok_per_s": tok_per_s,
+                  "mfu": mfu, "eta_s": eta, **extra}
+        self.ctx.metric(record)
+        parts = [f"step {loop.step:,}" + (f"/{self.total:,}" if self.total else ""), f"loss {loss:.4f} (smooth {smooth:.4f})"]
+        parts += [f"{k} {v:.3f}" for k, v in extra.items() if isinstance(v, float)]
+        parts += [f"{dt * 1000:.0f} ms", f"{tok_per_s:,.0f} tok/s"]
+        parts += [f"mfu {100 * mfu:.1f}%"] if mfu is not None else []
+        parts += [f"eta {eta / 60:.1f} min"] if eta is not None else []
+        self.ctx.log(" | ".join(parts))
+        return record
+
+
+def load_source_model(ctx, artifact: str, dtype):
+    """The model a post-training stage starts from, plus its checkpoint (for inherited settings)."""
+    device = ctx.backend.device(ctx.world.local_rank)
+    model, ckpt = checkpoint.load_model(ctx.artifact(artifact), device, dtype, for_training=True)
+    return model, ckpt
+
+
+def warm_start_optimizer(ctx, optimizer, ckpt) -> bool:
+    """Load the source stage's optimizer shard (momentum buffers) when it fits; LRs stay ours."""
+    if ckpt.meta.get("world_size", 1) != ctx.world.size:
+        ctx.log(f"optimizer not warm-started: {ckpt.path} was saved by {ckpt.meta.get('world_size')} process(es), "
+                f"this stage runs {ctx.world.size}")
+        return False
+    try:
+        state = ckpt.rank_state(ctx.world.rank, ctx.world.size)["optimizer"]
+        lrs = [(g["lr"], g["initial_lr"], g.get("weight_decay")) for g in optimizer.param_groups]
+        optimizer.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        ctx.log(f"optimizer not warm-started from {ckpt.path}: {exc}")
+        return False
+    for group, (lr, initial, wd) in zip(optimizer.param_groups, lrs):
+        group["lr"], group["initial_lr"] = lr, initial
+        if wd is not None:
+            group["weight_decay"] = wd
+    return True
+
+
+def peak_memory_gib(backend) -> float:
+    return backend.memory().get("peak_bytes", 0) / 2**30
