@@ -45,6 +45,32 @@ def document_source(dataset, tokenizer, split: str, *, rank: int = 0, world: int
     return make
 
 
+def conversation_source(conversations, tokenizer, *, rank: int = 0, world: int = 1, max_tokens: int = 2048,
+                        loss_on: str = "assistant", epochs: int | None = 1) -> SourceFactory:
+    """Conversations (a task mixture) rendered with their loss masks, this stream taking every world-th one.
+
+    loss_on="assistant" trains only on what the assistant says (SFT); "all" on every token (midtraining).
+    The position is the index of the last conversation read, with the epoch and the fraction done.
+    """
+    if loss_on not in ("assistant", "all"):
+        raise ValueError(f"loss_on={loss_on!r} is not 'assistant' or 'all'")
+    n = len(conversations)
+
+    def make(start):
+        index = rank if start is None else start["index"] + world
+        epoch = 1 if start is None else start["epoch"]
+        while epochs is None or epoch <= epochs:
+            if index >= n:
+                index, epoch = rank, epoch + 1
+                continue
+            ids, mask = tokenizer.render_conversation(conversations[index], max_tokens=max_tokens)
+            if loss_on == "all":
+                mask = [1] * len(ids)
+            yield [(ids, mask)], {"index": index, "epoch": epoch, "progress": (epoch - 1) + (index + 1) / n}
+            index += world
+    return make
+
+
 class _Buffer:
     """Documents waiting to be packed, kept sorted by length so best-fit is a binary search."""
 

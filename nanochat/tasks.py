@@ -628,6 +628,33 @@ def resolve(spec: str, registry=None) -> Task:
     return task.bind(arg)
 
 
+MIX_ITEM = re.compile(r"^(?P<spec>.+?)(?:@(?P<split>[A-Za-z_]+))?(?:\[(?P<start>\d*):(?P<stop>\d*)\])?(?:\*(?P<times>\d+))?$")
+
+
+def views(spec: str, *, split: str = "train", registry=None) -> list:
+    """The task views a spec like "smoltalk, mmlu*3, gsm8k@test[:420]" names, copies included.
+
+    Each comma-separated item is TASK[@SPLIT][[START:STOP]][*TIMES]: a task spec (NAME or NAME:ARG),
+    an optional split (default `split`), an optional slice, and how many copies (oversampling).
+    """
+    parts = []
+    for item in (x.strip() for x in spec.split(",")):
+        match = MIX_ITEM.match(item) if item else None
+        if not match:
+            raise TaskError(f"task mixture item {item!r} in {spec!r} is not TASK[@SPLIT][[START:STOP]][*TIMES], "
+                            f"e.g. gsm8k@test[:420] or mmlu*3")
+        task = resolve(match["spec"], registry)
+        view = TaskView(task, match["split"] or split, int(match["start"] or 0),
+                        int(match["stop"]) if match["stop"] else None)
+        parts += [view] * int(match["times"] or 1)
+    return parts
+
+
+def mixture(spec: str, *, split: str = "train", registry=None) -> TaskMixture:
+    """Every example the spec names, shuffled together (see `views` for the spec)."""
+    return TaskMixture(views(spec, split=split, registry=registry))
+
+
 # -----------------------------------------------------------------------------
 # `nanochat tasks list` and `nanochat tasks download NAME...`
 

@@ -25,6 +25,10 @@ STAGES = {
     "pretrain": "nanochat.stages.pretrain:PretrainStage",
     "base-eval": "nanochat.stages.base_eval:BaseEvalStage",
     "core-eval": "nanochat.stages.core_eval:CoreEvalStage",
+    "midtrain": "nanochat.stages.chat_train:MidtrainStage",
+    "sft": "nanochat.stages.chat_train:SFTStage",
+    "rl": "nanochat.stages.rl:RLStage",
+    "chat-eval": "nanochat.stages.chat_eval:ChatEvalStage",
 }
 
 

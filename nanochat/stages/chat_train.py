@@ -1,0 +1,222 @@
+"""Stages `midtrain` and `sft`: teach a base model to chat — the conversation format, tool calls, answers.
+
+Both read a task mixture (e.g. "smoltalk, mmlu*3, gsm8k*4"), render each conversation with the
+tokenizer (special tokens + loss mask) and pack whole conversations into rows (best-fit, padded,
+never cut). They differ in defaults: midtraining starts from the base model and learns from every
+token at the full learning rate; SFT starts from the midtrained model and learns only from the
+assistant's tokens. The batch, sequence length and learning rates are inherited from the stage they
+start from unless set; by default a stage makes one pass over its mixture.
+"""
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from nanochat.data import PackedLoader, conversation_source
+from nanochat.evaluation.bpb import evaluate_bpb
+from nanochat.stages import CommonSettings, StageError
+from nanochat.stages.pretrain import resolve_dtype, should_compile
+from nanochat.tasks import mixture
+from nanochat.tokenizer import Tokenizer
+from nanochat.training import (Checkpointer, Loop, Progress, grad_accum_steps, load_source_model, micro_streams,
+                               next_micro_batches, optimizer_step, peak_memory_gib, warm_start_optimizer)
+
+LR_KEYS = ("embedding_lr", "unembedding_lr", "matrix_lr", "scalar_lr")
+CHAT_PROMPTS = ["What is the capital of France?", "Why is the sky blue?", "你好！你是谁？", "What is 12 * 34?"]
+
+
+@dataclass
+class ChatTrainSettings(CommonSettings):
+    source: str = "base"  # the model to start from: base, mid or sft (its "<source>-model" artifact)
+    tasks: str = "smoltalk, mmlu*3, gsm8k*4"  # training mixture, TASK[@SPLIT][[START:STOP]][*TIMES], ...
+    val_tasks: str = "smoltalk@test, mmlu@test[:5200], gsm8k@test[:420]"
+    loss_on: str = "assistant"  # assistant: learn from the assistant's tokens only; all: from every token
+    num_iterations: int = -1  # -1 = one pass over the mixture
+    max_seq_len: int = 0  # 0 = inherit from the source model
+    device_batch_size: int = 0  # 0 = inherit from the source stage
+    total_batch_size: int = 0  # 0 = inherit from the source stage
+    init_lr_frac: float = 0.8  # x the source stage's (unscaled) learning rates
+    embedding_lr: float = -1.0  # -1 = inherit
+    unembedding_lr: float = -1.0
+    matrix_lr: float = -1.0
+    scalar_lr: float = -1.0
+    warmup_ratio: float = 0.0
+    warmdown_ratio: float = 0.5
+    final_lr_frac: float = 0.0
+    load_optimizer: bool = True  # warm-start the optimizer state from the source checkpoint
+    optimizer: str = "muon"
+    eval_every: int = 200
+    eval_tokens: int = 40 * 524288
+    save_every: int = 200
+    keep_checkpoints: int = 2
+    dtype: str = "auto"
+    compile: str = "auto"
+    seed: int = 42
+
+
+def lr_multiplier(progress: float, s) -> float:
+    """Warmup, constant, then linear warmdown to final_lr_frac, as a function of the fraction of the pass done."""
+    if progress < s.warmup_ratio:
+        return (progress + 1e-8) / s.warmup_ratio
+    if progress <= 1 - s.warmdown_ratio:
+        return 1.0
+    decay = min((progress - (1 - s.warmdown_ratio)) / s.warmdown_ratio, 1.0)
+    return (1 - decay) + decay * s.final_lr_frac
+
+
+def inherited(source_meta: dict, *, max_seq_len: int = 0, device_batch_size: int = 0, total_batch_size: int = 0,
+              lrs: dict | None = None) -> dict:
+    """Batch geometry and raw learning rates: the values given (0 / -1 = not given), else the source stage's."""
+    src_settings = source_meta.get("settings", {})
+    src_batch = source_meta.get("batch", {})
+    values = {
+        "max_seq_len": max_seq_len or source_meta["model_config"]["sequence_len"],
+        "device_batch_size": device_batch_size or src_batch.get("device_batch_size")
+        or src_settings.get("device_batch_size", 32),
+        "total_batch_size": total_batch_size or src_batch.get("total_batch_size")
+        or source_meta.get("plan", {}).get("total_batch_size") or 524288,
+    }
+    src_lrs = source_meta.get("lrs", {})
+    for key in LR_KEYS:
+        given = (lrs or {}).get(key, -1.0)
+        values[key] = given if given > 0 else src_lrs.get(key, src_settings.get(key))
+        if values[key] is None:
+            raise StageError(f"{key} is not set and the source checkpoint does not record one; set --set {key}=...")
+    return values
+
+
+class ChatTrainStage:
+    produces: tuple = ()
+    Settings = ChatTrainSettings
+
+    @staticmethod
+    def needs(settings):
+        return ("tokenizer", f"{settings.source}-model")
+
+    def run(self, ctx):
+        s, world, backend = ctx.settings, ctx.world, ctx.backend
+        device = backend.device(world.local_rank)
+        dtype = resolve_dtype(s.dtype, backend)
+        torch.manual_seed(s.seed)
+        tok = Tokenizer.load(ctx.artifact("tokenizer"))
+        token_bytes = torch.tensor(tok.token_bytes(), dtype=torch.int64, device=device)
+        model, source = load_source_model(ctx, f"{s.source}-model", dtype)
+        geo = inherited(source.meta, max_seq_len=s.max_seq_len, device_batch_size=s.device_batch_size,
+                        total_batch_size=s.total_batch_size, lrs={k: getattr(s, k) for k in LR_KEYS})
+        T, B = geo["max_seq_len"], geo["device_batch_size"]
+        grad_accum = grad_accum_steps(geo["total_batch_size"], B, T, world.size)
+        train_mix = mixture(s.tasks, split="train", registry=ctx.registry)
+        val_mix = mixture(s.val_tasks, split="train", registry=ctx.registry) if s.val_tasks else None
+        streams, mine = micro_streams(world, grad_accum)
+        if len(train_mix) < streams:
+            raise StageError(f"the training mixture has {len(train_mix)} conversations but each step needs at least "
+                             f"{streams} (one per micro-batch); use more data or a smaller total_batch_size")
+        ctx.log(f"{self.name}: from {source.path} (step {source.step}); {len(train_mix):,} training conversations "
+                f"({s.tasks}); {grad_accum} micro-batch(es) of {B} x {T} per process; loss on {s.loss_on} tokens")
+
+        lrs = {k: geo[k] * s.init_lr_frac for k in LR_KEYS}
+        hparams = {**lrs, "weight_decay": 0.0, "model_dim": model.config.n_embd}
+        optimizer = ctx.registry.get("optimizer", s.optimizer).build(model, hparams, world)
+        if s.load_optimizer and warm_start_optimizer(ctx, optimizer, source):
+            ctx.log("optimizer warm-started from the source checkpoint (momentum buffers; learning rates are ours)")
+
+        def stream(v, state=None, conversations=train_mix, epochs=1):
+            source_fn = conversation_source(conversations, tok, rank=v, world=streams, max_tokens=T + 1,
+                                            loss_on=s.loss_on, epochs=epochs)
+            return PackedLoader(source_fn, batch_size=B, seq_len=T, bos_id=tok.bos_id, device=device, mode="pad",
+                                buffer_size=100, state=state)
+
+        meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
+                "lrs": {k: geo[k] for k in LR_KEYS}, "source": str(source.path),
+                "batch": {"device_batch_size": B, "total_batch_size": geo["total_batch_size"], "max_seq_len": T}}
+        checkpointer = Checkpointer(ctx, model, optimizer, meta, keep=s.keep_checkpoints)
+        resumed = checkpointer.resume()
+        loop = resumed[0] if resumed else Loop()
+        loaders = {v: stream(v, resumed[1][str(v)] if resumed else None) for v in mine}
+
+        def val_bpb():
+            if val_mix is None:
+                return None
+            batches = (b for v in mine for b in stream(v, conversations=val_mix, epochs=1))
+            steps = max(1, s.eval_tokens // (B * T * streams)) * grad_accum
+            model.eval()
+            value = evaluate_bpb(train_model, batches, steps, token_bytes, world)
+            model.train()
+            return value
+
+        train_model = torch.compile(model, dynamic=False) if should_compile(s.compile, backend) else model
+        total = s.num_iterations if s.num_iterations > 0 else None
+        progress = Progress(ctx, loop, total, geo["total_batch_size"], model.estimate_flops(), backend.peak_flops(dtype))
+        t_start, bpb = time.time(), None
+        while True:
+            step = loop.step
+            batches = None if total is not None and step >= total else next_micro_batches(list(loaders.values()), world)
+            done = batches is None
+            if done or (s.eval_every > 0 and step % s.eval_every == 0):
+                bpb = val_bpb()
+                if bpb is not None:
+                    ctx.log(f"step {step:,} | val bpb {bpb:.4f}")
+                    ctx.metric({"step": step, "val_bpb": bpb})
+            if done or (s.save_every > 0 and step > 0 and step % s.save_every == 0):
+                checkpointer.save(loop, loaders, val_bpb=bpb)
+            if done:
+                break
+            if total is not None:
+                frac = step / total
+            else:
+                frac = sum(l.position["progress"] for l in loaders.values()) / len(loaders)
+                frac = world.all_reduce_sum([frac])[0] / world.size if world.size > 1 else frac
+            progress.start()
+            lrm = lr_multiplier(frac, s)
+            momentum = 0.85 + 0.10 * min(step / 300, 1.0)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * lrm
+                if group.get("kind") == "muon":
+                    group["momentum"], group["weight_decay"] = momentum, 0.0
+            loss = optimizer_step(train_model, batches, optimizer, world)
+            progress.done(loss, lrm=lrm, progress=min(frac, 1.0))
+        for loader in loaders.values():
+            loader.close()
+
+        samples = []
+        if world.is_main:
+            from nanochat.engine import Engine
+            engine = Engine(model, tok)
+            for prompt in CHAT_PROMPTS:
+                reply = "".join(engine.chat([{"role": "user", "content": prompt}], max_tokens=48, temperature=0.0))
+                samples.append(f"- {prompt!r} -> {reply!r}")
+                ctx.log(f"  sample: {prompt!r} -> {reply!r}")
+        ctx.provide(self.produces[0], checkpointer.path)
+        ctx.summary.update({"val_bpb": bpb, "steps": loop.step})
+        ctx.write_report("\n".join([
+            f"## {self.title}", "",
+            f"- from: {s.source} model ({source.path.name}); mixture: {s.tasks} ({len(train_mix):,} conversations)",
+            f"- steps: {loop.step:,} of {geo['total_batch_size']:,} tokens; loss on {s.loss_on} tokens",
+            "- learning rates: " + ", ".join(f"{k} {v:.4g}" for k, v in lrs.items()),
+            f"- final val bits per byte: {bpb:.4f}" if bpb is not None else "- no validation mixture",
+            f"- time: {(time.time() - t_start) / 60:.2f} min; peak memory {peak_memory_gib(backend):.2f} GiB",
+            "", "Samples:", *samples]))
+
+
+class MidtrainStage(ChatTrainStage):
+    name = "midtrain"
+    title = "Midtraining"
+    produces = ("mid-model",)
+
+    @dataclass
+    class Settings(ChatTrainSettings):
+        source: str = "base"
+        tasks: str = "smoltalk, mmlu, gsm8k, identity*2"
+        loss_on: str = "all"
+        init_lr_frac: float = 1.0
+        warmdown_ratio: float = 0.2
+
+
+class SFTStage(ChatTrainStage):
+    name = "sft"
+    title = "Supervised finetuning"
+    produces = ("sft-model",)
+
+    @dataclass
+    class Settings(ChatTrainSettings):
+        source: str = "mid"
