@@ -254,7 +254,7 @@ def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only
             run.set_status(name, state="running", started=now(), finished=None, pid=os.getpid(),
                            host=socket.gethostname(), attempts=status.get("attempts", 0) + 1,
                            world_size=launch.nproc_per_node * launch.nnodes)
-            if launch.distributed:
+            if launch.distributed and getattr(stage_class(entry["stage"]), "distributed", True):
                 code = subprocess.call(torchrun_command(run, entry, launch))
                 if code != 0:
                     if run.status(name)["state"] == "running":

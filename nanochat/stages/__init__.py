@@ -6,6 +6,7 @@ A stage is a class with
     needs      artifacts it reads ("tokenizer", "base-model", ...); a tuple, or a function of settings
     produces   artifacts it hands on
     run(ctx)   does the work; resumes from its own checkpoint when there is one
+    distributed  (optional, default True) False = run in one process even when the run uses torchrun
 
 Stage classes are imported only when a run needs them, so the CLI starts without torch.
 """

@@ -50,6 +50,7 @@ def reference_encodings() -> tuple[dict, dict]:
 
 class TokenizerStage:
     name = "tokenizer"
+    distributed = False  # one process trains it, even when the run uses torchrun
     needs = ()
     produces = ("tokenizer",)
 
@@ -98,6 +99,7 @@ class TokenizerStage:
 
 class TokenizerEvalStage:
     name = "tokenizer-eval"
+    distributed = False
     needs = ("tokenizer",)
     produces = ()
 
