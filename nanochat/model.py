@@ -111,7 +111,7 @@ def matmul_weight(module, dtype, *weights):
     """
     if len(weights) == 1 and weights[0].dtype == dtype:
         return weights[0]
-    if not torch.is_inference_mode_enabled() or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or not torch.is_inference_mode_enabled():  # (this order: no graph break)
         return (weights[0] if len(weights) == 1 else torch.cat(weights)).to(dtype)
     key = (dtype,) + tuple((w.data_ptr(), w._version) for w in weights)
     cached = module.__dict__.get("_inference_weight")
