@@ -101,6 +101,11 @@ def cmd_tasks(args) -> int:
     return tasks.cmd_list(args.json)
 
 
+def cmd_chat(args) -> int:
+    from nanochat import chat_cli
+    return chat_cli.main(args)
+
+
 def cmd_tokenizer(args) -> int:
     from nanochat import tokenizer_cli
     return tokenizer_cli.main(args)
@@ -160,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("dir")
     t.add_argument("text")
     p.set_defaults(func=cmd_tokenizer)
+
+    p = sub.add_parser("chat", help="talk to a model you trained (streaming; -p for one question)")
+    from nanochat.chat_cli import add_arguments
+    add_arguments(p)
+    p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("runs", help="list runs and the state of each stage")
     p.add_argument("--json", action="store_true")
