@@ -27,6 +27,8 @@ VE_GATE_CHANNELS = 12   # the value-embedding gate reads the first 12 channels o
 SMEAR_CHANNELS = 24     # the smear gate reads the first 24 channels of the embedding
 VOCAB_MULTIPLE = 64     # pad the vocab so it shards evenly and matmuls stay aligned
 ROPE_LENGTH_FACTOR = 10 # rotary tables cover 10x the training length (for long generations)
+ATTN_BLOCK = 128        # CPU attention: query block size of the blocked path
+ATTN_BLOCKED_MAX_LEN = 1024  # beyond this the blocked path's fp32 scores cost too much memory
 
 
 @dataclass
@@ -154,9 +156,30 @@ def _sliding_window_flex(q, k, v, window, scale):
     return flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=q.size(1) != k.size(1))
 
 
+def _blocked_attention(q, k, v, window, scale):
+    """CPU, a whole sequence: each block of 128 queries against only the keys it can see.
+
+    This skips the masked half of causal attention (and whatever lies outside a short window),
+    which the CPU flash kernel does not at these lengths. Scores and softmax are fp32.
+    """
+    B, H, T, D = q.shape
+    q = q.unflatten(1, (k.size(1), H // k.size(1)))  # GQA: queries grouped under their kv head
+    k, v = k.unsqueeze(2), v.unsqueeze(2)
+    qf, kf = q.float(), k.float()
+    out = []
+    for s in range(0, T, ATTN_BLOCK):
+        e, ks = min(s + ATTN_BLOCK, T), max(0, s - window)
+        scores = (qf[..., s:e, :] @ kf[..., ks:e, :].transpose(-1, -2)) * scale
+        scores = scores.masked_fill(~window_mask(e - s, e - ks, window, q.device), float("-inf"))
+        out.append(scores.softmax(-1).to(v.dtype) @ v[..., ks:e, :])
+    return torch.cat(out, dim=-2).view(B, H, T, D)
+
+
 def attention(q, k, v, window, scale):
     Tq, Tk = q.size(2), k.size(2)
     gqa = q.size(1) != k.size(1)
+    if Tq == Tk and q.device.type == "cpu" and Tq <= ATTN_BLOCKED_MAX_LEN:
+        return _blocked_attention(q, k, v, window, scale)
     if Tq == 1:
         # decoding one token: keep the last window+1 keys, no mask needed
         start = max(0, Tk - 1 - window)
