@@ -57,16 +57,16 @@ def sync(device):
 
 
 def time_generate(engine, prompt, batch, new_tokens, device):
-    """(seconds to the first token, seconds of the remaining steps, steps after the first)."""
+    """(seconds to the first token, seconds of the remaining steps, steps after the first, their CPU seconds)."""
     sync(device)
     t0 = time.perf_counter()
     stream = engine.generate(prompt, num_samples=batch, max_tokens=new_tokens, temperature=0.0)
     next(stream)
     sync(device)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     steps = sum(1 for _ in stream)
     sync(device)
-    return t1 - t0, time.perf_counter() - t1, steps
+    return t1 - t0, time.perf_counter() - t1, steps, time.process_time() - c1
 
 
 @torch.inference_mode()
@@ -122,15 +122,16 @@ def main():
     log(f"depth {args.depth}, width {config.n_embd}, vocab {args.vocab_size:,}, {params:,} params, {dtype}, "
         f"{device}, {torch.get_num_threads()} threads; prompt {args.prompt_tokens}, {args.new_tokens} new tokens")
 
-    time_generate(engine, prompt, max(batch_sizes), 16, device)  # warm up kernels and allocator
+    for b in batch_sizes:  # warm up kernels and the allocator at the very sizes timed below
+        time_generate(engine, prompt, b, args.new_tokens, device)
     runs = {b: [] for b in batch_sizes}
     naive = []
     for rep in range(args.repeats):
         for b in batch_sizes:
-            first, rest, steps = time_generate(engine, prompt, b, args.new_tokens, device)
+            first, rest, steps, cpu = time_generate(engine, prompt, b, args.new_tokens, device)
             if steps != args.new_tokens - 1:
                 raise SystemExit(f"generation stopped after {steps + 1} of {args.new_tokens} tokens")
-            runs[b].append((first, rest, steps))
+            runs[b].append((first, rest, steps, cpu))
             log(f"  run {rep + 1}: batch {b:3d}: prefill {args.prompt_tokens / first:9,.0f} tok/s | "
                 f"decode {b * steps / rest:9,.0f} tok/s, {1000 * rest / steps:6.2f} ms/step")
         if not args.no_naive:
@@ -144,15 +145,17 @@ def main():
               "batch": {}}
     for b, rs in runs.items():
         result["batch"][str(b)] = {
-            "prefill_tok_s": round(statistics.median(args.prompt_tokens / first for first, _, _ in rs), 1),
-            "ttft_ms": round(1000 * statistics.median(first for first, _, _ in rs), 3),
-            "decode_tok_s": round(statistics.median(b * steps / rest for _, rest, steps in rs), 1),
-            "ms_per_step": round(1000 * statistics.median(rest / steps for _, rest, steps in rs), 3)}
+            "prefill_tok_s": round(statistics.median(args.prompt_tokens / r[0] for r in rs), 1),
+            "ttft_ms": round(1000 * statistics.median(r[0] for r in rs), 3),
+            "decode_tok_s": round(statistics.median(b * steps / rest for _, rest, steps, _ in rs), 1),
+            "ms_per_step": round(1000 * statistics.median(rest / steps for _, rest, steps, _ in rs), 3),
+            # CPU time of this process per step: on a shared machine it moves less than wall time
+            "cpu_ms_per_step": round(1000 * statistics.median(cpu / steps for _, _, steps, cpu in rs), 3)}
     result["prefill_tok_s"] = result["batch"][str(batch_sizes[0])]["prefill_tok_s"]
     if naive:
         result["naive_tok_s"] = round(args.new_tokens / statistics.median(naive), 1)
         if 1 in runs:
-            whole = statistics.median(first + rest for first, rest, _ in runs[1])
+            whole = statistics.median(r[0] + r[1] for r in runs[1])
             result["batch1_speedup_vs_naive"] = round(statistics.median(naive) / whole, 2)
     for b, r in result["batch"].items():
         log(f"batch {b}: prefill {r['prefill_tok_s']:,.0f} tok/s, decode {r['decode_tok_s']:,.0f} tok/s "
