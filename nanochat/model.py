@@ -439,7 +439,7 @@ class GPT(nn.Module):
         if reduction == "sum":
             return loss.sum()
         if reduction == "mean":
-            return loss.sum() / (targets >= 0).sum()
+            return loss.sum() / (targets >= 0).sum().clamp(min=1)  # an all-masked batch gives 0, not NaN
         raise ValueError(f"reduction={reduction!r}; use 'mean', 'sum' or 'none'")
 
     def _smear(self, x, kv_cache):
