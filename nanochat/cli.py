@@ -5,6 +5,7 @@ that need them, so `nanochat --help`, `plugins`, `paths` and `runs` answer insta
 """
 import argparse
 import json
+import os
 import sys
 
 from nanochat import __version__
@@ -80,6 +81,8 @@ def cmd_run(args) -> None:
     overrides = list(args.set or [])
     if args.device:
         overrides.append(f"device={args.device}")
+    if args.wandb_run:
+        os.environ["WANDB_RUN"] = args.wandb_run  # read by the wandb observer, here and in torchrun workers
     launch = runner.Launch(args.nproc_per_node, args.nnodes, args.node_rank, args.master_addr, args.master_port)
     run = runner.open_or_create(args.preset, args.name, overrides)
     print(f"run {run.name!r} in {run.dir}", flush=True)
@@ -124,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a setting: key=value for every stage that has it, or stage.key=value")
     p.add_argument("--device", help="device backend for every stage (cpu, cuda, mps, auto)")
     p.add_argument("--stage", action="append", help="run only this stage (repeatable)")
+    p.add_argument("--wandb-run", help="log metrics to Weights & Biases under this name (needs `pip install wandb`)")
     p.add_argument("--nproc-per-node", type=int, default=1, help="processes per node (torchrun when > 1)")
     p.add_argument("--nnodes", type=int, default=1)
     p.add_argument("--node-rank", type=int, default=0)

@@ -177,22 +177,27 @@ def update_settings(run: Run, overrides: list[str]) -> None:
 
 # -- running ---------------------------------------------------------------------------------------
 def check_needs(run: Run, entry: dict) -> None:
+    """Every artifact the stage needs must come from a finished earlier stage; say which stage would give each."""
     cls = stage_class(entry["stage"])
     settings = make_settings(cls, entry["settings"], entry["name"])
+    names = [s["name"] for s in run.stages()]
+    earlier = run.stages()[:names.index(entry["name"])]
+    problems = []
     for artifact in needs_of(cls, settings):
         if find_artifact(run, artifact, before=entry["name"]) is not None:
             continue
-        earlier = run.stages()[:[s["name"] for s in run.stages()].index(entry["name"])]
         providers = [s for s in earlier if artifact in getattr(stage_class(s["stage"]), "produces", ())]
         if providers:
             p = providers[-1]
-            raise StageError(f"stage {entry['name']!r} needs {artifact!r}, which stage {p['name']!r} of run "
-                             f"{run.name!r} provides, but that stage is {run.status(p['name'])['state']}; "
-                             f"finish it first with `nanochat run --name {run.name}`")
-        makers = [t for t in STAGES if artifact in getattr(stage_class(t), "produces", ())]
-        raise StageError(f"stage {entry['name']!r} needs {artifact!r} but no earlier stage of run {run.name!r} "
-                         f"provides it; add a stage of type {' or '.join(map(repr, makers)) or '(none)'} "
-                         f"before it in the preset")
+            problems.append(f"{artifact!r}, which stage {p['name']!r} of run {run.name!r} provides, but that stage "
+                            f"is {run.status(p['name'])['state']}")
+        else:
+            makers = [t for t in STAGES if artifact in getattr(stage_class(t), "produces", ())]
+            problems.append(f"{artifact!r} but no earlier stage of run {run.name!r} provides it; add a stage of type "
+                            f"{' or '.join(map(repr, makers)) or '(none)'} before it in the preset")
+    if problems:
+        raise StageError(f"stage {entry['name']!r} needs " + "; and ".join(problems) +
+                         f". Finish the earlier stages with `nanochat run --name {run.name}`")
 
 
 def execute_stage(run: Run, entry: dict, world=None, echo: bool = True) -> None:

@@ -7,6 +7,8 @@ behave the same everywhere.
 import time
 from dataclasses import dataclass, field
 
+import torch
+
 from nanochat import checkpoint
 from nanochat.stages import StageError
 
@@ -71,12 +73,15 @@ class Checkpointer:
         ctx.log(f"resumed from step {loop.step} ({ckpt.path})")
         return loop, state["loaders"]
 
-    def save(self, loop: Loop, loaders: dict, **meta):
-        """Every rank calls this. The checkpoint we resumed from is never rewritten."""
+    def save(self, loop: Loop, loader_states: dict, **meta):
+        """Every rank calls this, with each stream's loader state as of the end of step `loop.step`.
+
+        The checkpoint we resumed from is never rewritten.
+        """
         if loop.step == self.resumed_at:
             return self.path
         rank_state = {"optimizer": self.optimizer.state_dict(), "rng": checkpoint.rng_state(),
-                      "loop": loop.__dict__, "loaders": {str(k): v.state_dict() for k, v in loaders.items()}}
+                      "loop": loop.__dict__, "loaders": {str(k): v for k, v in loader_states.items()}}
         self.path = checkpoint.save(self.ctx.checkpoint_dir, loop.step, world=self.ctx.world, model=self.model,
                                     rank_state=rank_state, meta={**self.meta, **meta}, keep=self.keep)
         self.ctx.event("checkpoint", step=loop.step, path=str(self.path))
@@ -99,8 +104,13 @@ def optimizer_step(train_model, batches, optimizer, world) -> float:
     """Forward/backward each micro-batch (losses averaged), step, zero grads; the batch loss over all processes."""
     total = None
     for x, y in batches:
-        loss = train_model(x, y)
-        (loss / len(batches)).backward()
+        try:
+            loss = train_model(x, y)
+            (loss / len(batches)).backward()
+        except torch.OutOfMemoryError:
+            raise StageError(f"out of memory with device_batch_size={x.shape[0]}: lower it, e.g. --set "
+                             f"device_batch_size={max(x.shape[0] // 2, 1)}; gradient accumulation keeps the total "
+                             f"batch (and the results) the same") from None
         total = loss.detach() if total is None else total + loss.detach()
     optimizer.step()
     train_model.zero_grad(set_to_none=True)

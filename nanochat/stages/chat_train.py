@@ -150,6 +150,9 @@ class ChatTrainStage:
         t_start, bpb = time.time(), None
         while True:
             step = loop.step
+            save_due = s.save_every > 0 and step > 0 and step % s.save_every == 0
+            # the loader states as of the end of this step: taken before the next batches are fetched
+            states = {v: loader.state_dict() for v, loader in loaders.items()} if save_due else None
             batches = None if total is not None and step >= total else next_micro_batches(list(loaders.values()), world)
             done = batches is None
             if done or (s.eval_every > 0 and step % s.eval_every == 0):
@@ -157,8 +160,8 @@ class ChatTrainStage:
                 if bpb is not None:
                     ctx.log(f"step {step:,} | val bpb {bpb:.4f}")
                     ctx.metric({"step": step, "val_bpb": bpb})
-            if done or (s.save_every > 0 and step > 0 and step % s.save_every == 0):
-                checkpointer.save(loop, loaders, val_bpb=bpb)
+            if done or save_due:
+                checkpointer.save(loop, states or {v: loader.state_dict() for v, loader in loaders.items()}, val_bpb=bpb)
             if done:
                 break
             if total is not None:

@@ -241,7 +241,7 @@ class PretrainStage:
                     ctx.log(f"  sample: {text!r}")
                 model.train()
             if last_step or (s.save_every > 0 and step > 0 and step % s.save_every == 0):
-                checkpointer.save(loop, loaders, val_bpb=val_bpb)
+                checkpointer.save(loop, {v: loader.state_dict() for v, loader in loaders.items()}, val_bpb=val_bpb)
             if last_step:
                 break
             progress.start()
