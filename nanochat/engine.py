@@ -174,13 +174,12 @@ class Engine:
 
     def _resume_open_python_block(self, tokens, rows):
         """A prompt that ends inside <|python_start|> ... continues that tool call in every row."""
-        for i in range(len(tokens) - 1, -1, -1):
-            if tokens[i] == self.python_end:
-                return
-            if tokens[i] == self.python_start:
-                for row in rows:
-                    row.in_python, row.expr = True, list(tokens[i + 1:])
-                return
+        if self.python_start not in tokens:
+            return
+        start = len(tokens) - 1 - tokens[::-1].index(self.python_start)
+        if self.python_end not in tokens[start:]:
+            for row in rows:
+                row.in_python, row.expr = True, tokens[start + 1:]
 
     def _check_prompt(self, tokens):
         if hasattr(tokens, "tolist"):
@@ -194,7 +193,8 @@ class Engine:
         return list(tokens)
 
     def _steps(self, prompt_len, max_tokens):
-        """(tokens to generate, whether the model's positions cut max_tokens short), within the positions the model can address (its rotary table)."""
+        """(tokens to generate, whether max_tokens was cut short by the positions the model can address:
+        its rotary table)."""
         positions = self.model.cos.size(1)
         context = self.model.config.sequence_len
         if max_tokens is None:
