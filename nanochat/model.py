@@ -28,7 +28,7 @@ SMEAR_CHANNELS = 24     # the smear gate reads the first 24 channels of the embe
 VOCAB_MULTIPLE = 64     # pad the vocab so it shards evenly and matmuls stay aligned
 ROPE_LENGTH_FACTOR = 10 # rotary tables cover 10x the training length (for long generations)
 ATTN_BLOCK = 128        # CPU attention: query block size of the blocked path
-ATTN_BLOCKED_MAX_LEN = 1024  # beyond this the blocked path's fp32 scores cost too much memory
+ATTN_BLOCKED_MAX_LEN = 1024  # beyond this the blocked path's saved probabilities cost too much memory
 
 
 @dataclass
@@ -156,23 +156,55 @@ def _sliding_window_flex(q, k, v, window, scale):
     return flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=q.size(1) != k.size(1))
 
 
-def _blocked_attention(q, k, v, window, scale):
-    """CPU, a whole sequence: each block of 128 queries against only the keys it can see.
+def _blocks(T, window):
+    """Query blocks (start, end) and the first key each one can see."""
+    for s in range(0, T, ATTN_BLOCK):
+        yield s, min(s + ATTN_BLOCK, T), max(0, s - window)
 
-    This skips the masked half of causal attention (and whatever lies outside a short window),
-    which the CPU flash kernel does not at these lengths. Scores and softmax are fp32.
+
+class _BlockedAttention(torch.autograd.Function):
+    """CPU attention over a whole sequence, one block of 128 queries at a time.
+
+    Each block only meets the keys it can see, which skips the masked half of causal attention
+    (and whatever lies outside a short window); the CPU flash kernel does not at these lengths.
+    Numerics as in flash attention: scores and softmax in fp32, the probabilities and the
+    backward's matmuls in the compute dtype. q: (B, Hkv, G, T, D), k and v: (B, Hkv, 1, T, D).
     """
+
+    @staticmethod
+    def forward(ctx, q, k, v, window, scale):
+        qf, kf = q.float(), k.float()
+        out, probs = [], []
+        for s, e, ks in _blocks(q.size(-2), window):
+            scores = (qf[..., s:e, :] @ kf[..., ks:e, :].mT) * scale
+            scores = scores.masked_fill(~window_mask(e - s, e - ks, window, q.device), float("-inf"))
+            probs.append(scores.softmax(-1).to(v.dtype))
+            out.append(probs[-1] @ v[..., ks:e, :])
+        ctx.save_for_backward(q, k, v, *probs)
+        ctx.window, ctx.scale = window, scale
+        return torch.cat(out, dim=-2)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, *probs = ctx.saved_tensors
+        dq = torch.empty_like(q)
+        dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
+        dv = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
+        for (s, e, ks), p in zip(_blocks(q.size(-2), ctx.window), probs):
+            go = grad_out[..., s:e, :]
+            dv[..., ks:e, :] += (p.mT @ go).float().sum(2, keepdim=True)  # sum over the GQA group
+            dp = (go @ v[..., ks:e, :].mT).float()
+            pf = p.float()
+            ds = (pf * (dp - (pf * dp).sum(-1, keepdim=True)) * ctx.scale).to(q.dtype)
+            dq[..., s:e, :] = ds @ k[..., ks:e, :]
+            dk[..., ks:e, :] += (ds.mT @ q[..., s:e, :]).float().sum(2, keepdim=True)
+        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None
+
+
+def _blocked_attention(q, k, v, window, scale):
     B, H, T, D = q.shape
     q = q.unflatten(1, (k.size(1), H // k.size(1)))  # GQA: queries grouped under their kv head
-    k, v = k.unsqueeze(2), v.unsqueeze(2)
-    qf, kf = q.float(), k.float()
-    out = []
-    for s in range(0, T, ATTN_BLOCK):
-        e, ks = min(s + ATTN_BLOCK, T), max(0, s - window)
-        scores = (qf[..., s:e, :] @ kf[..., ks:e, :].transpose(-1, -2)) * scale
-        scores = scores.masked_fill(~window_mask(e - s, e - ks, window, q.device), float("-inf"))
-        out.append(scores.softmax(-1).to(v.dtype) @ v[..., ks:e, :])
-    return torch.cat(out, dim=-2).view(B, H, T, D)
+    return _BlockedAttention.apply(q, k.unsqueeze(2), v.unsqueeze(2), window, scale).view(B, H, T, D)
 
 
 def attention(q, k, v, window, scale):
