@@ -155,6 +155,20 @@ class _Reader(threading.Thread):
         return chunk
 
 
+def round_robin(loaders):
+    """Batches from each loader in turn until one runs out; the loaders are closed when this is done or dropped."""
+    try:
+        while True:
+            for loader in loaders:
+                batch = next(loader, None)
+                if batch is None:
+                    return
+                yield batch
+    finally:
+        for loader in loaders:
+            loader.close()
+
+
 class PackedLoader:
     """Yields (inputs, targets) of shape (B, T) on `device`; targets are -1 where there is no loss."""
 
@@ -175,10 +189,13 @@ class PackedLoader:
         self.reader.start()
 
     def close(self):
+        """Stop the reader thread and wait for it: a thread still tokenizing at interpreter exit can abort it."""
         self.reader.stopped.set()
+        if self.reader.is_alive() and self.reader is not threading.current_thread():
+            self.reader.join(timeout=60)
 
     def __del__(self):
-        self.close()
+        self.reader.stopped.set()
 
     def __iter__(self):
         return self

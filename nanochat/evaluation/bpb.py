@@ -10,21 +10,26 @@ import torch
 
 @torch.no_grad()
 def evaluate_bpb(model, batches, steps: int, token_bytes: torch.Tensor, world=None) -> float:
-    """Mean bits per byte over `steps` (inputs, targets) batches; summed over ranks when distributed."""
+    """Mean bits per byte over `steps` (inputs, targets) batches; summed over ranks when distributed.
+
+    `batches` is consumed: when it has a close() (a generator, a loader) it is closed at the end.
+    """
     token_bytes = token_bytes.to(next(model.parameters()).device)
     total_nats = torch.zeros((), dtype=torch.float64, device=token_bytes.device)
     total_bytes = torch.zeros((), dtype=torch.float64, device=token_bytes.device)
     for _ in range(steps):
-        try:
-            x, y = next(batches)
-        except StopIteration:
+        batch = next(batches, None)
+        if batch is None:
             break
+        x, y = batch
         loss = model(x, y, reduction="none").reshape(-1).double()
         y = y.reshape(-1)
         nbytes = torch.where(y >= 0, token_bytes[y.clamp(min=0)], 0)
         counted = nbytes > 0
         total_nats += (loss * counted).sum()
         total_bytes += nbytes.sum()
+    if hasattr(batches, "close"):
+        batches.close()
     if world is not None and world.size > 1:
         total_nats, total_bytes = world.all_reduce_sum([total_nats.item(), total_bytes.item()])
     else:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from nanochat.data import PackedLoader, conversation_source
+from nanochat.data import PackedLoader, conversation_source, round_robin
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.stages import CommonSettings, StageError
 from nanochat.stages.pretrain import resolve_dtype, should_compile
@@ -137,7 +137,7 @@ class ChatTrainStage:
         def val_bpb():
             if val_mix is None:
                 return None
-            batches = (b for v in mine for b in stream(v, conversations=val_mix, epochs=1))
+            batches = round_robin([stream(v, conversations=val_mix, epochs=1) for v in mine])
             steps = max(1, s.eval_tokens // (B * T * streams)) * grad_accum
             model.eval()
             value = evaluate_bpb(train_model, batches, steps, token_bytes, world)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from nanochat import scaling
-from nanochat.data import PackedLoader, document_source
+from nanochat.data import PackedLoader, document_source, round_robin
 from nanochat.datasets import resolve
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.model import GPT, GPTConfig
@@ -198,19 +198,10 @@ class PretrainStage:
 
         def val_batches():
             """Validation in the same streams as training, so its batches do not depend on the process count."""
-            loaders = [PackedLoader(document_source(dataset, tok, "val", rank=v, world=streams, threads=s.tokenizer_threads),
-                                    batch_size=s.device_batch_size, seq_len=s.max_seq_len, bos_id=tok.bos_id,
-                                    device=device) for v in mine]
-            try:
-                while True:
-                    for loader in loaders:
-                        batch = next(loader, None)
-                        if batch is None:
-                            return
-                        yield batch
-            finally:
-                for loader in loaders:
-                    loader.close()
+            return round_robin([PackedLoader(document_source(dataset, tok, "val", rank=v, world=streams,
+                                                             threads=s.tokenizer_threads),
+                                             batch_size=s.device_batch_size, seq_len=s.max_seq_len, bos_id=tok.bos_id,
+                                             device=device) for v in mine])
 
         # -- resume ----------------------------------------------------------------------------------
         meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
