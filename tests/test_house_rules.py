@@ -60,3 +60,13 @@ def test_import_nanochat_and_help_do_not_import_torch():
             "try:\n    with contextlib.redirect_stdout(io.StringIO()): nanochat.cli.main(['--help'])\n"
             "except SystemExit: pass\nprint('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_every_doc_has_a_simplified_chinese_translation():
+    english = {p.name for p in (REPO / "docs").glob("*.md")}
+    chinese = {p.name for p in (REPO / "docs" / "zh-CN").glob("*.md")}
+    assert english - chinese == set(), f"docs without a docs/zh-CN translation: {sorted(english - chinese)}"
+    assert (REPO / "README.zh-CN.md").exists()
+    hooks = (REPO / "docs" / "zh-CN" / "plugins.md").read_text()
+    for name in HOOKS:
+        assert f"### `{name}{inspect.signature(getattr(hookspecs, name))}`" in hooks
