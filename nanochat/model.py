@@ -27,7 +27,7 @@ VE_GATE_CHANNELS = 12   # the value-embedding gate reads the first 12 channels o
 SMEAR_CHANNELS = 24     # the smear gate reads the first 24 channels of the embedding
 VOCAB_MULTIPLE = 64     # pad the vocab so it shards evenly and matmuls stay aligned
 ROPE_LENGTH_FACTOR = 10 # rotary tables cover 10x the training length (for long generations)
-ATTN_BLOCK = 128        # CPU attention: query block size of the blocked path
+ATTN_BLOCK = 256        # CPU attention: query block size of the blocked path
 ATTN_BLOCKED_MAX_LEN = 1024  # beyond this the blocked path's saved probabilities cost too much memory
 
 
@@ -163,7 +163,7 @@ def _blocks(T, window):
 
 
 class _BlockedAttention(torch.autograd.Function):
-    """CPU attention over a whole sequence, one block of 128 queries at a time.
+    """CPU attention over a whole sequence, one block of ATTN_BLOCK queries at a time.
 
     Each block only meets the keys it can see, which skips the masked half of causal attention
     (and whatever lies outside a short window); the CPU flash kernel does not at these lengths.
