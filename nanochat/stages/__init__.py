@@ -56,6 +56,11 @@ def stage_class(stage_type: str):
         raise StageError(f"stage {stage_type!r} could not be loaded from {target!r}: {exc}") from exc
 
 
+def needs_source_model(settings) -> tuple:
+    """What a stage that starts from another stage's model needs: the tokenizer and "<source>-model"."""
+    return ("tokenizer", f"{settings.source}-model")
+
+
 def needs_of(cls, settings) -> tuple:
     needs = getattr(cls, "needs", ())
     return tuple(needs(settings) if callable(needs) else needs)
@@ -159,6 +164,11 @@ class StageContext:
     def artifact(self, artifact: str):
         return find_artifact(self.run, artifact, before=self.name)
 
+    def tokenizer(self):
+        """The run's tokenizer (the "tokenizer" artifact)."""
+        from nanochat.tokenizer import Tokenizer
+        return Tokenizer.load(self.artifact("tokenizer"))
+
     # -- device ------------------------------------------------------------------------------------
     @property
     def backend(self):
@@ -166,6 +176,30 @@ class StageContext:
             from nanochat.backend import select
             self._backend = select(self.settings.device, self.registry)
         return self._backend
+
+    @property
+    def device(self):
+        """This process's torch device."""
+        return self.backend.device(self.world.local_rank)
+
+    def compute_dtype(self, name: str = "auto"):
+        """The matmul dtype for a stage's `dtype` setting: auto (the backend's choice), bf16 or fp32."""
+        import torch
+        choices = {"auto": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
+                   "float32": torch.float32}
+        if name not in choices:
+            raise StageError(f"dtype={name!r} is not one of auto, bf16, fp32")
+        return choices[name] or self.backend.compute_dtype()
+
+    def maybe_compile(self, model, setting: str = "auto"):
+        """torch.compile the model when the `compile` setting (auto / on / off) and the backend say so."""
+        if setting not in ("auto", "on", "off"):
+            raise StageError(f"compile={setting!r} is not one of auto, on, off")
+        wanted = self.backend.compile_is_wise() if setting == "auto" else setting == "on"
+        if not wanted:
+            return model
+        import torch
+        return torch.compile(model, dynamic=False)
 
 
 def _enabled(observer, info) -> bool:

@@ -11,8 +11,7 @@ from nanochat.data import PackedLoader, document_source
 from nanochat.datasets import resolve
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.stages import CommonSettings
-from nanochat.stages.pretrain import SAMPLE_PROMPTS, greedy_samples, resolve_dtype
-from nanochat.tokenizer import Tokenizer
+from nanochat.stages.pretrain import SAMPLE_PROMPTS, greedy_samples
 
 
 class BaseEvalStage:
@@ -30,10 +29,9 @@ class BaseEvalStage:
         dtype: str = "auto"
 
     def run(self, ctx):
-        s, world, backend = ctx.settings, ctx.world, ctx.backend
-        device = backend.device(world.local_rank)
-        tok = Tokenizer.load(ctx.artifact("tokenizer"))
-        model, ckpt = load_model(ctx.artifact("base-model"), device, resolve_dtype(s.dtype, backend))
+        s, world, device = ctx.settings, ctx.world, ctx.device
+        tok = ctx.tokenizer()
+        model, ckpt = load_model(ctx.artifact("base-model"), device, ctx.compute_dtype(s.dtype))
         T = model.config.sequence_len
         token_bytes = torch.tensor(tok.token_bytes(), dtype=torch.int64, device=device)
         dataset = resolve(s.dataset, ctx.registry)

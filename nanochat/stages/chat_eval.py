@@ -9,10 +9,8 @@ from dataclasses import dataclass
 
 from nanochat.checkpoint import load_model
 from nanochat.evaluation.chat import centered, chatcore, evaluate_categorical, evaluate_generative
-from nanochat.stages import CommonSettings
-from nanochat.stages.pretrain import resolve_dtype
+from nanochat.stages import CommonSettings, needs_source_model
 from nanochat.tasks import views
-from nanochat.tokenizer import Tokenizer
 
 STANDARD = ("arc-easy", "arc-challenge", "mmlu", "gsm8k", "humaneval")
 
@@ -33,16 +31,13 @@ class ChatEvalStage:
         top_k: int = 50
         dtype: str = "auto"
 
-    @staticmethod
-    def needs(settings):
-        return ("tokenizer", f"{settings.source}-model")
+    needs = staticmethod(needs_source_model)
 
     def run(self, ctx):
         from nanochat.engine import Engine
-        s, world, backend = ctx.settings, ctx.world, ctx.backend
-        device = backend.device(world.local_rank)
-        tok = Tokenizer.load(ctx.artifact("tokenizer"))
-        model, ckpt = load_model(ctx.artifact(f"{s.source}-model"), device, resolve_dtype(s.dtype, backend))
+        s, world, device = ctx.settings, ctx.world, ctx.device
+        tok = ctx.tokenizer()
+        model, ckpt = load_model(ctx.artifact(f"{s.source}-model"), device, ctx.compute_dtype(s.dtype))
         engine = Engine(model, tok)
         done = {m["task"]: m for m in ctx.run.metrics(ctx.name) if "task" in m}  # resume: keep finished tasks
         results = {}

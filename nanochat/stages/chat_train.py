@@ -14,10 +14,8 @@ import torch
 
 from nanochat.data import PackedLoader, conversation_source, round_robin
 from nanochat.evaluation.bpb import evaluate_bpb
-from nanochat.stages import CommonSettings, StageError
-from nanochat.stages.pretrain import resolve_dtype, should_compile
+from nanochat.stages import CommonSettings, StageError, needs_source_model
 from nanochat.tasks import mixture
-from nanochat.tokenizer import Tokenizer
 from nanochat.training import (Checkpointer, Loop, Progress, grad_accum_steps, load_source_model, micro_streams,
                                next_micro_batches, optimizer_step, peak_memory_gib, warm_start_optimizer)
 
@@ -89,16 +87,13 @@ class ChatTrainStage:
     produces: tuple = ()
     Settings = ChatTrainSettings
 
-    @staticmethod
-    def needs(settings):
-        return ("tokenizer", f"{settings.source}-model")
+    needs = staticmethod(needs_source_model)
 
     def run(self, ctx):
-        s, world, backend = ctx.settings, ctx.world, ctx.backend
-        device = backend.device(world.local_rank)
-        dtype = resolve_dtype(s.dtype, backend)
+        s, world, backend, device = ctx.settings, ctx.world, ctx.backend, ctx.device
+        dtype = ctx.compute_dtype(s.dtype)
         torch.manual_seed(s.seed)
-        tok = Tokenizer.load(ctx.artifact("tokenizer"))
+        tok = ctx.tokenizer()
         token_bytes = torch.tensor(tok.token_bytes(), dtype=torch.int64, device=device)
         model, source = load_source_model(ctx, f"{s.source}-model", dtype)
         geo = inherited(source.meta, max_seq_len=s.max_seq_len, device_batch_size=s.device_batch_size,
@@ -144,7 +139,7 @@ class ChatTrainStage:
             model.train()
             return value
 
-        train_model = torch.compile(model, dynamic=False) if should_compile(s.compile, backend) else model
+        train_model = ctx.maybe_compile(model, s.compile)
         total = s.num_iterations if s.num_iterations > 0 else None
         progress = Progress(ctx, loop, total, geo["total_batch_size"], model.estimate_flops(), backend.peak_flops(dtype))
         t_start, bpb = time.time(), None

@@ -18,7 +18,6 @@ from nanochat.evaluation import bundle as eval_bundle
 from nanochat.evaluation.core import evaluate_core, load_tasks, summarize
 from nanochat.runs import atomic_write_text
 from nanochat.stages import CommonSettings, StageError
-from nanochat.tokenizer import Tokenizer
 
 
 class CoreEvalStage:
@@ -35,15 +34,14 @@ class CoreEvalStage:
         batch_tokens: int = 8192  # rows x longest row per forward (several items share one forward)
 
     def run(self, ctx):
-        s, world = ctx.settings, ctx.world
-        device = ctx.backend.device(world.local_rank)
+        s, world, device = ctx.settings, ctx.world, ctx.device
         bundle_dir = eval_bundle.fetch(s.bundle_url or None, log=ctx.log)  # the lock lets one rank download
         wanted = [t.strip() for t in s.tasks.split(",") if t.strip()]
         all_tasks = load_tasks(bundle_dir)
         tasks = load_tasks(bundle_dir, wanted) if wanted else all_tasks
 
-        tok = Tokenizer.load(ctx.artifact("tokenizer"))
-        model, ckpt = load_model(ctx.artifact("base-model"), device, compute_dtype=ctx.backend.compute_dtype())
+        tok = ctx.tokenizer()
+        model, ckpt = load_model(ctx.artifact("base-model"), device, compute_dtype=ctx.compute_dtype())
         if model.config.vocab_size != tok.vocab_size:
             raise StageError(f"the base model has vocab_size {model.config.vocab_size} but the run's tokenizer has "
                              f"{tok.vocab_size}; they must come from the same run")

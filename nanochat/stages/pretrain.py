@@ -22,7 +22,6 @@ from nanochat.datasets import resolve
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.model import GPT, GPTConfig
 from nanochat.stages import CommonSettings, StageError
-from nanochat.tokenizer import Tokenizer
 from nanochat.training import (Checkpointer, Loop, Progress, grad_accum_steps, micro_streams, optimizer_step,
                                peak_memory_gib)
 
@@ -70,20 +69,6 @@ class PretrainSettings(CommonSettings):
     compile: str = "auto"  # auto (the backend's advice), on or off
     tokenizer_threads: int = 4
     seed: int = 42
-
-
-def resolve_dtype(name: str, backend) -> torch.dtype:
-    choices = {"auto": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
-               "float32": torch.float32}
-    if name not in choices:
-        raise StageError(f"dtype={name!r} is not one of auto, bf16, fp32")
-    return choices[name] or backend.compute_dtype()
-
-
-def should_compile(name: str, backend) -> bool:
-    if name not in ("auto", "on", "off"):
-        raise StageError(f"compile={name!r} is not one of auto, on, off")
-    return backend.compile_is_wise() if name == "auto" else name == "on"
 
 
 def build_model(s, vocab_size: int, device, dtype) -> GPT:
@@ -160,11 +145,10 @@ class PretrainStage:
     Settings = PretrainSettings
 
     def run(self, ctx):
-        s, world, backend = ctx.settings, ctx.world, ctx.backend
-        device = backend.device(world.local_rank)
-        dtype = resolve_dtype(s.dtype, backend)
+        s, world, backend, device = ctx.settings, ctx.world, ctx.backend, ctx.device
+        dtype = ctx.compute_dtype(s.dtype)
         torch.manual_seed(s.seed)
-        tok = Tokenizer.load(ctx.artifact("tokenizer"))
+        tok = ctx.tokenizer()
         token_bytes = torch.tensor(tok.token_bytes(), dtype=torch.int64, device=device)
         dataset = resolve(s.dataset, ctx.registry)
 
@@ -211,7 +195,7 @@ class PretrainStage:
         loop = resumed[0] if resumed else Loop()
         loaders = {v: stream(v, resumed[1][str(v)] if resumed else None) for v in mine}
 
-        train_model = torch.compile(model, dynamic=False) if should_compile(s.compile, backend) else model
+        train_model = ctx.maybe_compile(model, s.compile)
         eval_steps = max(1, s.eval_tokens // (s.device_batch_size * s.max_seq_len * streams)) * plan.grad_accum
         progress = Progress(ctx, loop, plan.num_iterations, plan.total_batch_size, flops_per_token, peak)
 

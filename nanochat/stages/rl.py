@@ -12,11 +12,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from nanochat.stages import CommonSettings, StageError
+from nanochat.stages import CommonSettings, StageError, needs_source_model
 from nanochat.stages.chat_train import LR_KEYS, inherited
-from nanochat.stages.pretrain import resolve_dtype
 from nanochat.tasks import resolve
-from nanochat.tokenizer import Tokenizer
 from nanochat.training import Checkpointer, Loop, load_source_model, peak_memory_gib
 
 
@@ -82,17 +80,14 @@ class RLStage:
     produces = ("rl-model",)
     Settings = RLSettings
 
-    @staticmethod
-    def needs(settings):
-        return ("tokenizer", f"{settings.source}-model")
+    needs = staticmethod(needs_source_model)
 
     def run(self, ctx):
         from nanochat.engine import Engine
-        s, world, backend = ctx.settings, ctx.world, ctx.backend
-        device = backend.device(world.local_rank)
-        dtype = resolve_dtype(s.dtype, backend)
+        s, world, backend, device = ctx.settings, ctx.world, ctx.backend, ctx.device
+        dtype = ctx.compute_dtype(s.dtype)
         torch.manual_seed(s.seed)
-        tok = Tokenizer.load(ctx.artifact("tokenizer"))
+        tok = ctx.tokenizer()
         model, source = load_source_model(ctx, f"{s.source}-model", dtype)
         task = resolve(s.task, ctx.registry)
         if not hasattr(task, "reward"):
