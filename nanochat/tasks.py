@@ -375,18 +375,13 @@ def load_jsonl_conversations(path, *, where: str | None = None) -> list[dict]:
     if not path.is_file():
         raise TaskError(f"{where}: no such file ({path.resolve()}); give the path of a JSONL file with one "
                         "conversation per line")
+    from nanochat.textfiles import iter_jsonl
     conversations = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConversationError(f"{where} line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if isinstance(item, list):
-                item = {"messages": item}
-            conversations.append(validate_conversation(item, where=f"{where} line {number}"))
+    fix = 'each line must be one conversation: {"messages": [{"role": "user", "content": "..."}, ...]}'
+    for number, item in iter_jsonl(path, fix=fix, error=ConversationError, where=where):
+        if isinstance(item, list):
+            item = {"messages": item}
+        conversations.append(validate_conversation(item, where=f"{where} line {number}"))
     if not conversations:
         raise TaskError(f"{where}: the file has no conversations")
     return conversations

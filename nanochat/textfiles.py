@@ -89,19 +89,30 @@ def iter_documents(files: list[Path], *, errors: str = "strict", stats: dict | N
                 yield from (t for t in texts if t and t.strip())
 
 
-def _jsonl_documents(path: Path, errors: str, stats: dict) -> Iterator[str]:
+def iter_jsonl(path: Path, *, fix: str, error=DatasetError, where: str | None = None, errors: str = "strict",
+               stats: dict | None = None) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) for each non-blank line of a JSONL file.
+
+    A line that is not UTF-8 or not JSON raises `error` naming the file (or `where`) and the line, then `fix`.
+    """
+    where = where or str(path)
+    stats = {} if stats is None else stats
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
-            line = _decode(raw, f"{path} line {lineno}", errors, stats, bom=lineno == 1)
+            line = _decode(raw, f"{where} line {lineno}", errors, stats, bom=lineno == 1)
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path} line {lineno} is not valid JSON ({exc.msg}); {JSONL_SHAPE}") from None
-            text = obj.get("text") if isinstance(obj, dict) else None
-            if not isinstance(text, str):
-                found = f"keys: {', '.join(obj) or 'none'}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
-                raise DatasetError(f"{path} line {lineno} has no string `text` field ({found}); {JSONL_SHAPE}")
-            if text.strip():
-                yield text
+                raise error(f"{where} line {lineno} is not valid JSON ({exc.msg} at column {exc.colno}); {fix}") from None
+
+
+def _jsonl_documents(path: Path, errors: str, stats: dict) -> Iterator[str]:
+    for lineno, obj in iter_jsonl(path, fix=JSONL_SHAPE, errors=errors, stats=stats):
+        text = obj.get("text") if isinstance(obj, dict) else None
+        if not isinstance(text, str):
+            found = f"keys: {', '.join(obj) or 'none'}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+            raise DatasetError(f"{path} line {lineno} has no string `text` field ({found}); {JSONL_SHAPE}")
+        if text.strip():
+            yield text

@@ -525,7 +525,7 @@ def test_customjson_reads_and_validates_line_by_line(registry, tmp_path):
     assert [c["messages"][0]["content"] for c in _all(task, "train")] == ["hi", "2+2?"]
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text(json.dumps([user("a"), assistant("b")]) + "\n{not json\n")
-    with pytest.raises(ConversationError, match=r"customjson:.*bad.jsonl line 2: not valid JSON"):
+    with pytest.raises(ConversationError, match=r"customjson:.*bad.jsonl line 2 is not valid JSON"):
         len(resolve(f"customjson:{bad_json}", registry).view("train"))
     bad_roles = tmp_path / "roles.jsonl"
     bad_roles.write_text("\n".join(json.dumps(m) for m in (

@@ -20,7 +20,6 @@ nanochat's reference implementation, so the numbers compare with its published o
 core.yaml is read by `parse_yaml`, a small reader for the YAML the bundle is written in (no PyYAML).
 """
 import csv
-import json
 import math
 import random
 import re
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 
 from nanochat.distributed import World
 from nanochat.errors import NanochatError
+from nanochat.textfiles import iter_jsonl
 
 TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
 ITEM_KEYS = {"multiple_choice": ("query", "choices", "gold"), "schema": ("context_options", "continuation", "gold"),
@@ -114,18 +114,11 @@ def load_items(bundle_dir: Path, task: Task, max_per_task: int = -1) -> list[dic
     if not path.is_file():
         raise CoreError(f"task {task.label}: {path} is missing; {FRESH_COPY}")
     items = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CoreError(f"{path} line {n} is not JSON ({exc.msg}); {FRESH_COPY}") from None
-            missing = [k for k in ITEM_KEYS[task.task_type] if k not in item]
-            if missing:
-                raise CoreError(f"{path} line {n}: a {task.task_type} item needs {', '.join(missing)}")
-            items.append(item)
+    for n, item in iter_jsonl(path, fix=FRESH_COPY, error=CoreError):
+        missing = [k for k in ITEM_KEYS[task.task_type] if not isinstance(item, dict) or k not in item]
+        if missing:
+            raise CoreError(f"{path} line {n}: a {task.task_type} item needs {', '.join(missing)}")
+        items.append(item)
     random.Random(DATA_SEED).shuffle(items)
     return items[:max_per_task] if max_per_task > 0 else items
 
