@@ -212,6 +212,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\nnanochat: interrupted; resume with the same command", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`nanochat runs | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
