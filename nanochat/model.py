@@ -27,8 +27,9 @@ VE_GATE_CHANNELS = 12   # the value-embedding gate reads the first 12 channels o
 SMEAR_CHANNELS = 24     # the smear gate reads the first 24 channels of the embedding
 VOCAB_MULTIPLE = 64     # pad the vocab so it shards evenly and matmuls stay aligned
 ROPE_LENGTH_FACTOR = 10 # rotary tables cover 10x the training length (for long generations)
-ATTN_BLOCK = 256        # CPU attention: query block size of the blocked path
+ATTN_BLOCK = 128        # CPU attention: query block size of the blocked path
 ATTN_BLOCKED_MAX_LEN = 1024  # beyond this the blocked path's saved probabilities cost too much memory
+LOSS_CHUNK_ELEMENTS = {True: 1 << 22, False: 1 << 26}  # logits per loss chunk: CPU (stays in L3), other
 
 
 @dataclass
@@ -290,40 +291,62 @@ class Block(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# The loss: softcapped logits and cross entropy in one fp32 pass over the padded logits.
+# The loss: softcapped logits and cross entropy, in fp32.
 
 def softcap(x):
     """SOFTCAP * tanh(x / SOFTCAP), written with exp: vectorizes better than tanh on CPUs."""
     return SOFTCAP - 2 * SOFTCAP / (1 + torch.exp(x * (2 / SOFTCAP)))
 
 
-class SoftcapCrossEntropy(torch.autograd.Function):
-    """Per-row loss of softcapped logits; rows with target -1 give 0.
+def cross_entropy_rows(logits, targets, vocab_size):
+    """(loss, logsumexp) per row of padded logits; a row whose target is -1 has loss 0.
 
-    Takes the padded logits (N, Vpad) in the compute dtype and only reads columns < V, so no
-    fp32 copy of the logits and no padded gradient buffer is ever materialized. Softcapped
-    logits lie in [-15, 15], so logsumexp needs no max subtraction (exp(15)*V fits in fp32).
+    Softcapped logits lie in [-15, 15], so logsumexp needs no max subtraction.
+    """
+    z = softcap(logits[..., :vocab_size].float())
+    lse = z.exp().sum(-1).log()
+    target_logit = softcap(logits.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1).float())
+    return torch.where(targets >= 0, lse - target_logit, 0.0), lse
+
+
+class HeadLoss(torch.autograd.Function):
+    """Training loss, summed over rows: lm_head matmul, softcap and cross entropy together.
+
+    The rows go through in chunks, and each chunk's gradient is computed right away (the loss is
+    a sum, so the backward only scales it): a chunk's logits stay in cache, and neither the full
+    (rows x vocab) logits nor their gradient ever exist.
     """
 
     @staticmethod
-    def forward(ctx, logits, targets, vocab_size):
-        z = softcap(logits[:, :vocab_size].float())
-        lse = z.exp().sum(-1).log()
-        target_logit = softcap(logits.gather(1, targets.clamp_min(0).unsqueeze(1)).squeeze(1).float())
-        ctx.save_for_backward(logits, targets, lse)
-        ctx.vocab_size = vocab_size
-        return torch.where(targets >= 0, lse - target_logit, 0.0)
+    def forward(ctx, x, weight, targets, vocab_size, chunk):
+        w = weight.to(x.dtype)
+        dx = torch.empty_like(x)
+        dw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        col = torch.arange(w.size(0), device=x.device)
+        for s in range(0, x.size(0), chunk):
+            xc, tc = x[s:s + chunk], targets[s:s + chunk]
+            logits = xc @ w.t()
+            loss, lse = cross_entropy_rows(logits, tc, vocab_size)
+            total = total + loss.sum()
+            z = softcap(logits.float())
+            probs = torch.where(col < vocab_size, torch.exp(z - lse.unsqueeze(1)), 0.0)
+            dz = (probs - (col == tc.unsqueeze(1)).float()) * (tc >= 0).unsqueeze(1)
+            t = z * (1 / SOFTCAP)  # d softcap(x) / dx = 1 - tanh^2
+            dlogits = (dz * (1 - t * t)).to(x.dtype)
+            dx[s:s + chunk] = dlogits @ w
+            dw += (dlogits.t() @ xc).float()
+        ctx.save_for_backward(dx, dw)
+        ctx.weight_dtype = weight.dtype
+        return total
 
     @staticmethod
-    def backward(ctx, grad_loss):
-        logits, targets, lse = ctx.saved_tensors
-        z = softcap(logits.float())
-        col = torch.arange(logits.size(1), device=logits.device)
-        probs = torch.where(col < ctx.vocab_size, torch.exp(z - lse.unsqueeze(1)), 0.0)
-        grad_z = (probs - (col == targets.unsqueeze(1)).float()) * (grad_loss * (targets >= 0)).unsqueeze(1)
-        t = z / SOFTCAP
-        return (grad_z * (1 - t * t)).to(logits.dtype), None, None
+    def backward(ctx, grad_total):
+        dx, dw = ctx.saved_tensors
+        return dx * grad_total.to(dx.dtype), (dw * grad_total).to(ctx.weight_dtype), None, None, None
 
+
+# ----------------------------------------------------------------------------------------------
 
 class KVCache:
     """Keys and values of every layer for B rows, preallocated up to max_len positions.
@@ -461,18 +484,22 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.advance(T)
 
-        logits = self.lm_head(x)  # (B, T, padded vocab) in the compute dtype
         V = self.config.vocab_size
         if targets is None:
-            return softcap(logits[..., :V].float())
-        loss = SoftcapCrossEntropy.apply(logits.view(B * T, -1), targets.reshape(B * T), V)
-        if reduction == "none":
-            return loss.view(B, T)
+            return softcap(self.lm_head(x)[..., :V].float())
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction={reduction!r}; use 'mean', 'sum' or 'none'")
+        if reduction != "none" and torch.is_grad_enabled():
+            chunk = max(1, LOSS_CHUNK_ELEMENTS[x.device.type == "cpu"] // self.config.padded_vocab_size)
+            total = HeadLoss.apply(x.view(B * T, -1), self.lm_head.weight, targets.reshape(B * T), V, chunk)
+        else:
+            loss, _ = cross_entropy_rows(self.lm_head(x), targets, V)
+            if reduction == "none":
+                return loss
+            total = loss.sum()
         if reduction == "sum":
-            return loss.sum()
-        if reduction == "mean":
-            return loss.sum() / (targets >= 0).sum().clamp(min=1)  # an all-masked batch gives 0, not NaN
-        raise ValueError(f"reduction={reduction!r}; use 'mean', 'sum' or 'none'")
+            return total
+        return total / (targets >= 0).sum().clamp(min=1)  # an all-masked batch gives 0, not NaN
 
     def _smear(self, x, kv_cache):
         """x[t] += smear_lambda * sigmoid(gate(x[t, :24])) * x[t-1]: a cheap bigram signal."""

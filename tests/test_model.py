@@ -127,7 +127,11 @@ def test_forward_shapes_and_vocab_padding():
     assert torch.allclose(per_token.mean(), loss, atol=1e-6)
 
 
-def test_loss_matches_textbook_softcap_cross_entropy():
+@pytest.mark.parametrize("rows_per_chunk", [5, 10_000])
+def test_loss_matches_textbook_softcap_cross_entropy(monkeypatch, rows_per_chunk):
+    """The fused training loss (chunks of rows, gradient in the forward) against the plain formula."""
+    import nanochat.model as model_module
+    monkeypatch.setitem(model_module.LOSS_CHUNK_ELEMENTS, True, rows_per_chunk * 128)
     model = build(tiny())
     randomize(model)
     idx = torch.randint(0, 100, (2, 16))
@@ -148,6 +152,20 @@ def test_loss_matches_textbook_softcap_cross_entropy():
     assert torch.allclose(loss, ref, atol=1e-5)
     for a, p in zip(ours, model.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-5)
+    # per-token losses (the plain path, used by evaluation and RL) agree too
+    per_token = model(idx, targets, reduction="none")
+    assert per_token.shape == (2, 16) and (per_token[0, :5] == 0).all()
+    assert torch.allclose(per_token.sum() / 27, loss, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(model(idx, targets, reduction="sum"), per_token.sum(), atol=1e-4)
+
+
+def test_all_masked_batch_has_zero_loss():
+    model = build(tiny())
+    idx = torch.randint(0, 100, (2, 16))
+    loss = model(idx, torch.full((2, 16), -1))
+    loss.backward()
+    assert loss.item() == 0 and model.lm_head.weight.grad.abs().sum() == 0
 
 
 def test_overfits_one_batch():
