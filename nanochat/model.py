@@ -463,6 +463,8 @@ class GPT(nn.Module):
 
         With kv_cache, idx holds the next T tokens of every row: they are appended to the cache
         and the logits are for those positions only. reduction="none" gives a (B, T) loss.
+        With grad enabled, a "mean"/"sum" loss comes from HeadLoss, which computes its gradient
+        in the same pass: evaluate under torch.no_grad() to skip that work.
         """
         B, T = idx.shape
         dt = self.compute_dtype
