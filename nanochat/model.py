@@ -106,29 +106,49 @@ def norm(x):
     return F.rms_norm(x, (x.size(-1),))
 
 
-def matmul_weight(module, dtype, *weights):
-    """The weight(s) of a matmul in the compute dtype; several are stacked along the rows.
+def linear(module, x, *weights):
+    """x @ W.T in x's dtype, where W is the weight(s) of a matmul; several are stacked along the rows.
 
-    Training casts every step (autograd needs it). In inference mode the result is kept on the
-    module until a weight changes (its version or storage), so decoding never re-casts.
+    Training casts every step (autograd needs it). In inference mode the matmul is prepared once
+    and kept on the module until a weight changes (its version or storage), see inference_matmul.
     """
-    if len(weights) == 1 and weights[0].dtype == dtype:
-        return weights[0]
+    dtype = x.dtype
     if torch.compiler.is_compiling() or not torch.is_inference_mode_enabled():  # (this order: no graph break)
-        return (weights[0] if len(weights) == 1 else torch.cat(weights)).to(dtype)
-    key = (dtype,) + tuple((w.data_ptr(), w._version) for w in weights)
-    cached = module.__dict__.get("_inference_weight")
+        w = weights[0] if len(weights) == 1 else torch.cat(weights)
+        return F.linear(x, w if w.dtype == dtype else w.to(dtype))
+    if x.device.type != "cpu" and len(weights) == 1 and weights[0].dtype == dtype:
+        return F.linear(x, weights[0])
+    key = (dtype, x.device) + tuple((w.data_ptr(), w._version) for w in weights)
+    cached = module.__dict__.get("_inference_matmul")
     if cached is None or cached[0] != key:
-        cached = (key, (weights[0] if len(weights) == 1 else torch.cat(weights)).to(dtype))
-        module.__dict__["_inference_weight"] = cached
-    return cached[1]
+        w = (weights[0] if len(weights) == 1 else torch.cat(weights)).to(dtype)
+        cached = (key, inference_matmul(w))
+        module.__dict__["_inference_matmul"] = cached
+    return cached[1](x)
+
+
+def inference_matmul(w):
+    """x -> x @ w.T with w laid out for decoding, where a step multiplies one row per sequence.
+
+    On CPUs the generic kernels handle one-row products poorly: bf16 goes through a weight
+    pre-packed for oneDNN (2-4x faster than F.linear when decoding), fp32 through the transposed,
+    contiguous weight (1.5x). Elsewhere F.linear is already right.
+    """
+    if w.device.type != "cpu":
+        return lambda x: F.linear(x, w)
+    if w.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available() \
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)  # 1: the row count to tune for
+        return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    wt = w.t().contiguous()
+    return lambda x: x @ wt
 
 
 class Linear(nn.Linear):
     """fp32 master weight; the matmul runs in the activation's dtype (bf16 on GPUs)."""
 
     def forward(self, x):
-        return F.linear(x, matmul_weight(self, x.dtype, self.weight))
+        return linear(self, x, self.weight)
 
 
 def apply_rotary(x, cos, sin):
@@ -251,8 +271,7 @@ class CausalSelfAttention(nn.Module):
         B, T, _ = x.shape
         H, Hkv, D = self.n_head, self.n_kv_head, self.head_dim
         # one matmul for q, k and v (the three stay separate parameters for Muon)
-        w = matmul_weight(self, x.dtype, self.c_q.weight, self.c_k.weight, self.c_v.weight)
-        qkv = F.linear(x, w).view(B, T, H + 2 * Hkv, D)
+        qkv = linear(self, x, self.c_q.weight, self.c_k.weight, self.c_v.weight).view(B, T, H + 2 * Hkv, D)
         qk, v = qkv[:, :, :H + Hkv], qkv[:, :, H + Hkv:]
         qk = norm(apply_rotary(qk, cos, sin))
         q, k = qk[:, :, :H], qk[:, :, H:]

@@ -299,7 +299,7 @@ def test_bf16_compute_on_cpu():
 
 
 def test_inference_weight_cache_follows_weight_changes():
-    """Inference mode keeps bf16 copies of the weights; any change to a weight must show."""
+    """Inference mode keeps prepared copies of the weights (packed, transposed); any change to a weight must show."""
     model = build(tiny(), dtype=torch.bfloat16)
     randomize(model)
     idx = torch.randint(0, 100, (1, 8))
