@@ -104,11 +104,11 @@ class Engine:
 
         # 1-2) prefill at batch 1, then replicate; the cache holds the prompt and every token fed back
         ids = torch.tensor([tokens], dtype=torch.long, device=device)
-        cache = KVCache(model.config, B, len(tokens) + steps - 1, device=device, dtype=model.compute_dtype)
+        cache = KVCache(model.config, B, len(tokens) + steps - 1, device=device, dtype=model.kv_cache_dtype)
         if B == 1:
             logits = model(ids, kv_cache=cache)[:, -1]
         else:
-            prefill = KVCache(model.config, 1, len(tokens), device=device, dtype=model.compute_dtype)
+            prefill = KVCache(model.config, 1, len(tokens), device=device, dtype=model.kv_cache_dtype)
             logits = model(ids, kv_cache=prefill)[:, -1].expand(B, -1)  # 3) each row still draws alone
             cache.prefill_from(prefill)
             del prefill

@@ -284,8 +284,9 @@ class CausalSelfAttention(nn.Module):
             k_cache[:, pos:pos + T] = k
             v_cache[:, pos:pos + T] = v
             k, v = k_cache[:, :pos + T], v_cache[:, :pos + T]
-        y = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), window, self.scale)
-        return self.c_proj(y.transpose(1, 2).reshape(B, T, H * D))
+        # a cache may hold keys and values in a wider dtype than the compute dtype (GPT.kv_cache_dtype)
+        y = attention(q.transpose(1, 2).to(k.dtype), k.transpose(1, 2), v.transpose(1, 2), window, self.scale)
+        return self.c_proj(y.transpose(1, 2).to(x.dtype).reshape(B, T, H * D))
 
 
 class MLP(nn.Module):
@@ -475,6 +476,12 @@ class GPT(nn.Module):
         self.cos = torch.cat((cos, cos), dim=1)[None, :, None, :].to(self.compute_dtype)
         self.sin = torch.cat((sin, -sin), dim=1)[None, :, None, :].to(self.compute_dtype)
 
+    @property
+    def kv_cache_dtype(self):
+        """The dtype a KVCache for this model should use: the compute dtype, except on CPUs, where
+        one-query attention runs 3-5x faster in fp32 than in bf16 (and the cache is small)."""
+        return torch.float32 if self.cos.device.type == "cpu" else self.compute_dtype
+
     # -- forward ---------------------------------------------------------------------------------
 
     def forward(self, idx, targets=None, *, kv_cache=None, reduction="mean"):
@@ -534,7 +541,7 @@ class GPT(nn.Module):
         if kv_cache is None:
             prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # position 0 has no previous token
         else:
-            first = kv_cache.prev_embedding if kv_cache.pos > 0 else torch.zeros_like(x[:, :1])
+            first = kv_cache.prev_embedding.to(x.dtype) if kv_cache.pos > 0 else torch.zeros_like(x[:, :1])
             prev = first if x.size(1) == 1 else torch.cat((first, x[:, :-1]), dim=1)
             out = x + gate * prev
             kv_cache.prev_embedding.copy_(x[:, -1:])

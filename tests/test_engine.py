@@ -156,7 +156,7 @@ class ScriptedModel(nn.Module):
     def __init__(self, vocab_size, prompt_len, script):
         super().__init__()
         self.config = GPTConfig.from_depth(1, vocab_size=vocab_size, sequence_len=128, head_dim=16, aspect_ratio=32)
-        self.compute_dtype = torch.float32
+        self.compute_dtype = self.kv_cache_dtype = torch.float32
         self.register_buffer("cos", torch.zeros(1, 1280, 1, 8))
         self.anchor = nn.Parameter(torch.zeros(()))  # tells the engine the device
         self.prompt_len, self.script = prompt_len, script

@@ -187,7 +187,7 @@ def _check_decode_matches_full(model, T, prefill, chunk=None, atol=2e-4):
     """Prefill `prefill` tokens, optionally one chunk of `chunk`, then one token at a time."""
     idx = torch.randint(0, model.config.vocab_size, (2, T))
     full = model(idx)
-    cache = KVCache(model.config, 2, T, device="cpu", dtype=model.compute_dtype)
+    cache = KVCache(model.config, 2, T, device="cpu", dtype=model.kv_cache_dtype)
     outs = [model(idx[:, :prefill], kv_cache=cache)]
     t = prefill
     if chunk:
@@ -215,6 +215,21 @@ def test_kv_cache_decode_equals_full_forward_with_windows():
     model.windows = [2, 5, 3, 256]
     with torch.no_grad():
         _check_decode_matches_full(model, T=24, prefill=7, chunk=6)
+
+
+def test_bf16_decoding_on_cpu_keeps_an_fp32_cache_and_matches_the_full_forward():
+    """The engine's path: inference mode (prepared weights), bf16 compute, an fp32 cache (one-query
+    attention is faster in fp32 on CPUs), and the activations stay bf16 between the layers."""
+    cfg = GPTConfig.from_depth(2, vocab_size=64, sequence_len=64, head_dim=16, aspect_ratio=16,
+                               window_pattern="SL")
+    model = build(cfg, dtype=torch.bfloat16)
+    randomize(model)
+    assert model.kv_cache_dtype == torch.float32
+    seen = []
+    model.transformer.h[1].mlp.c_fc.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    with torch.inference_mode():
+        _check_decode_matches_full(model, T=20, prefill=9, chunk=3, atol=0.02)  # bf16 rounding (logits std ~0.3)
+    assert set(seen) == {torch.bfloat16}
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
