@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nanochat.model import GPT, GPTConfig, KVCache
 
@@ -311,6 +312,22 @@ def test_bf16_compute_on_cpu():
     cache = KVCache(model.config, 2, 16, device="cpu", dtype=torch.bfloat16)
     with torch.no_grad():
         assert model(idx[:, :4], kv_cache=cache).shape == (2, 4, 100)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_inference_matmul_equals_linear_for_one_and_many_rows(monkeypatch, onednn):
+    from nanochat.model import inference_matmul
+    if not onednn:
+        monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(300, 64, generator=g)
+    for rows in ((1, 1), (8, 1), (2, 5)):  # batch-1 decoding, batch-8 decoding, a prefill
+        x = torch.randn(*rows, 64, generator=g)
+        with torch.inference_mode():
+            assert torch.allclose(inference_matmul(w)(x), F.linear(x, w), atol=1e-4)
+            got = inference_matmul(w.bfloat16())(x.bfloat16())
+        assert got.dtype == torch.bfloat16 and got.shape == (*rows, 300)
+        assert torch.allclose(got.float(), F.linear(x.bfloat16().float(), w.bfloat16().float()), atol=0.1, rtol=1e-2)
 
 
 def test_inference_weight_cache_follows_weight_changes():
