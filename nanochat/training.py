@@ -164,6 +164,14 @@ def load_source_model(ctx, artifact: str, dtype):
     return model, ckpt
 
 
+def scale_learning_rates(optimizer, frac: float) -> None:
+    """Multiply every group's learning rate by frac, including groups whose rate is not derived from
+    the stage's lr settings (the smear / backout scalars have a fixed one)."""
+    for group in optimizer.param_groups:
+        group["lr"] *= frac
+        group["initial_lr"] *= frac
+
+
 def warm_start_optimizer(ctx, optimizer, ckpt) -> bool:
     """Load the source stage's optimizer shard (momentum buffers) when it fits; LRs stay ours."""
     if ckpt.meta.get("world_size", 1) != ctx.world.size:

@@ -100,6 +100,19 @@ def test_muon_param_groups():
         plugins()["muon"].build(model, {"embedding_lr": 0.3}, SINGLE)
 
 
+def test_a_stage_fraction_scales_every_group_even_the_fixed_rate_scalars():
+    """RL and SFT take a fraction of the inherited rates. The smear / backout scalars have a fixed rate
+    (0.2) that no lr setting reaches: left at full rate, RL collapsed a tiny model in three steps."""
+    from nanochat.training import scale_learning_rates
+    model = tiny_model()
+    opt = plugins()["muon"].build(model, hparams(model), SINGLE)
+    before = [g["lr"] for g in opt.param_groups]
+    scale_learning_rates(opt, 0.05)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05 * lr for lr in before])
+    assert all(g["initial_lr"] == g["lr"] for g in opt.param_groups)
+    assert next(g for g in opt.param_groups if g.get("role") == "scalars")["lr"] == pytest.approx(0.01)
+
+
 @pytest.mark.parametrize("shape", [(3, 64, 32), (2, 32, 96)])
 def test_polar_express_is_nearly_orthogonal(shape):
     torch.manual_seed(0)

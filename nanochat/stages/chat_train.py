@@ -17,7 +17,8 @@ from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.stages import CommonSettings, StageError, needs_source_model
 from nanochat.tasks import mixture
 from nanochat.training import (Checkpointer, Loop, Progress, grad_accum_steps, load_source_model, micro_streams,
-                               next_micro_batches, optimizer_step, peak_memory_gib, warm_start_optimizer)
+                               next_micro_batches, optimizer_step, peak_memory_gib, scale_learning_rates,
+                               warm_start_optimizer)
 
 LR_KEYS = ("embedding_lr", "unembedding_lr", "matrix_lr", "scalar_lr")
 CHAT_PROMPTS = ["What is the capital of France?", "Why is the sky blue?", "你好！你是谁？", "What is 12 * 34?"]
@@ -109,9 +110,9 @@ class ChatTrainStage:
         ctx.log(f"{self.name}: from {source.path} (step {source.step}); {len(train_mix):,} training conversations "
                 f"({s.tasks}); {grad_accum} micro-batch(es) of {B} x {T} per process; loss on {s.loss_on} tokens")
 
-        lrs = {k: geo[k] * s.init_lr_frac for k in LR_KEYS}
-        hparams = {**lrs, "weight_decay": 0.0, "model_dim": model.config.n_embd}
+        hparams = {**{k: geo[k] for k in LR_KEYS}, "weight_decay": 0.0, "model_dim": model.config.n_embd}
         optimizer = ctx.registry.get("optimizer", s.optimizer).build(model, hparams, world)
+        scale_learning_rates(optimizer, s.init_lr_frac)
         if s.load_optimizer and warm_start_optimizer(ctx, optimizer, source):
             ctx.log("optimizer warm-started from the source checkpoint (momentum buffers; learning rates are ours)")
 
@@ -190,7 +191,7 @@ class ChatTrainStage:
             f"## {self.title}", "",
             f"- from: {s.source} model ({source.path.name}); mixture: {s.tasks} ({len(train_mix):,} conversations)",
             f"- steps: {loop.step:,} of {geo['total_batch_size']:,} tokens; loss on {s.loss_on} tokens",
-            "- learning rates: " + ", ".join(f"{k} {v:.4g}" for k, v in lrs.items()),
+            "- learning rates: " + ", ".join(f"{k} {geo[k] * s.init_lr_frac:.4g}" for k in LR_KEYS),
             f"- final val bits per byte: {bpb:.4f}" if bpb is not None else "- no validation mixture",
             f"- time: {(time.time() - t_start) / 60:.2f} min; peak memory {peak_memory_gib(backend):.2f} GiB",
             "", "Samples:", *samples]))

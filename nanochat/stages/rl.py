@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from nanochat.stages import CommonSettings, StageError, needs_source_model
 from nanochat.stages.chat_train import LR_KEYS, inherited
 from nanochat.tasks import resolve
-from nanochat.training import Checkpointer, Loop, load_source_model, peak_memory_gib
+from nanochat.training import Checkpointer, Loop, load_source_model, peak_memory_gib, scale_learning_rates
 
 
 @dataclass
@@ -100,9 +100,9 @@ class RLStage:
             raise StageError(f"task {s.task!r} has {train_n} training problems, fewer than examples_per_step="
                              f"{s.examples_per_step}; lower it")
         geo = inherited(source.meta)
-        lrs = {k: geo[k] * s.init_lr_frac for k in LR_KEYS}
         optimizer = ctx.registry.get("optimizer", s.optimizer).build(
-            model, {**lrs, "weight_decay": 0.0, "model_dim": model.config.n_embd}, world)
+            model, {**{k: geo[k] for k in LR_KEYS}, "weight_decay": 0.0, "model_dim": model.config.n_embd}, world)
+        scale_learning_rates(optimizer, s.init_lr_frac)  # every group: the fixed-rate scalars too
         meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
                 "lrs": {k: geo[k] for k in LR_KEYS}, "source": str(source.path), "batch": source.meta.get("batch", {})}
         checkpointer = Checkpointer(ctx, model, optimizer, meta, keep=s.keep_checkpoints)
