@@ -34,7 +34,9 @@ fi
 extras=""; [ $want_test = 1 ] && extras="[test]"
 stamp=".venv/.nanochat-setup"
 sig="$(cat pyproject.toml rustbpe/Cargo.toml rustbpe/pyproject.toml rustbpe/src/*.rs 2>/dev/null | cksum) $extras"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sig" ] || ! "$VPY" -c 'import nanochat' 2>/dev/null; then
+installed="$(cat "$stamp" 2>/dev/null || true)"
+# an install with the test tools also serves a plain set-up
+if [ "$installed" != "$sig" ] && [ "$installed" != "$sig[test]" ] || ! "$VPY" -c 'import nanochat' 2>/dev/null; then
   pip_install -e ".$extras"
   echo "setup: installed nanochat (editable)${extras:+ with test tools}"
   # The Rust BPE trainer; without a Rust toolchain nanochat falls back to the slow Python trainer.
