@@ -146,7 +146,9 @@ def main():
     dist.barrier()
     if rank == 0:
         print("dist_optim_check OK", flush=True)
-    dist.destroy_process_group()
+    # Leave without tearing gloo down: under heavy load its teardown once aborted a rank after the
+    # check had passed ("terminate called without an active exception"), which is not what this checks.
+    os._exit(0)
 
 
 if __name__ == "__main__":
