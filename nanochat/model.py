@@ -137,18 +137,18 @@ def inference_matmul(w):
     """
     if w.device.type != "cpu":
         return lambda x: F.linear(x, w)
-    transposed = w.t().contiguous() if w.dtype != torch.bfloat16 else None
-    onednn = torch.backends.mkldnn.is_available() and w.dtype in (torch.float32, torch.bfloat16) and (
-        w.dtype == torch.float32 or torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    onednn = torch.backends.mkldnn.is_available() and (
+        w.dtype == torch.float32 or w.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     if not onednn:
-        transposed = w.t().contiguous() if transposed is None else transposed
+        transposed = w.t().contiguous()
         return lambda x: x @ transposed
     packed = torch.ops.mkldnn._reorder_linear_weight(w, 8)  # 8: the row count to tune for
 
     def packed_matmul(x):
         return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-    if transposed is None:
+    if w.dtype == torch.bfloat16:
         return packed_matmul
+    transposed = w.t().contiguous()
     return lambda x: x @ transposed if x.numel() == x.size(-1) else packed_matmul(x)
 
 

@@ -164,6 +164,11 @@ def load_source_model(ctx, artifact: str, dtype):
     return model, ckpt
 
 
+def loader_states(loaders: dict) -> dict:
+    """Each stream's loader state, for Checkpointer.save."""
+    return {v: loader.state_dict() for v, loader in loaders.items()}
+
+
 def scale_learning_rates(optimizer, frac: float) -> None:
     """Multiply every group's learning rate by frac, including groups whose rate is not derived from
     the stage's lr settings (the smear / backout scalars have a fixed one)."""

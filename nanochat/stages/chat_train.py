@@ -17,8 +17,8 @@ from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.stages import CommonSettings, StageError, needs_source_model
 from nanochat.tasks import mixture
 from nanochat.training import (Checkpointer, Loop, Progress, grad_accum_steps, load_source_model, micro_streams,
-                               next_micro_batches, optimizer_step, peak_memory_gib, scale_learning_rates,
-                               warm_start_optimizer)
+                               loader_states, next_micro_batches, optimizer_step, peak_memory_gib,
+                               scale_learning_rates, warm_start_optimizer)
 
 LR_KEYS = ("embedding_lr", "unembedding_lr", "matrix_lr", "scalar_lr")
 CHAT_PROMPTS = ["What is the capital of France?", "Why is the sky blue?", "你好！你是谁？", "What is 12 * 34?"]
@@ -110,7 +110,8 @@ class ChatTrainStage:
         ctx.log(f"{self.name}: from {source.path} (step {source.step}); {len(train_mix):,} training conversations "
                 f"({s.tasks}); {grad_accum} micro-batch(es) of {B} x {T} per process; loss on {s.loss_on} tokens")
 
-        hparams = {**{k: geo[k] for k in LR_KEYS}, "weight_decay": 0.0, "model_dim": model.config.n_embd}
+        lrs = {k: geo[k] for k in LR_KEYS}
+        hparams = {**lrs, "weight_decay": 0.0, "model_dim": model.config.n_embd}
         optimizer = ctx.registry.get("optimizer", s.optimizer).build(model, hparams, world)
         scale_learning_rates(optimizer, s.init_lr_frac)
         if s.load_optimizer and warm_start_optimizer(ctx, optimizer, source):
@@ -123,7 +124,7 @@ class ChatTrainStage:
                                 buffer_size=100, state=state)
 
         meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
-                "lrs": {k: geo[k] for k in LR_KEYS}, "source": str(source.path),
+                "lrs": lrs, "source": str(source.path),
                 "batch": {"device_batch_size": B, "total_batch_size": geo["total_batch_size"], "max_seq_len": T}}
         checkpointer = Checkpointer(ctx, model, optimizer, meta, keep=s.keep_checkpoints)
         resumed = checkpointer.resume()
@@ -148,7 +149,7 @@ class ChatTrainStage:
             step = loop.step
             save_due = s.save_every > 0 and step > 0 and step % s.save_every == 0
             # the loader states as of the end of this step: taken before the next batches are fetched
-            states = {v: loader.state_dict() for v, loader in loaders.items()} if save_due else None
+            states = loader_states(loaders) if save_due else None
             batches = None if total is not None and step >= total else next_micro_batches(list(loaders.values()), world)
             done = batches is None
             if done or (s.eval_every > 0 and step % s.eval_every == 0):
@@ -157,7 +158,7 @@ class ChatTrainStage:
                     ctx.log(f"step {step:,} | val bpb {bpb:.4f}")
                     ctx.metric({"step": step, "val_bpb": bpb})
             if done or save_due:
-                checkpointer.save(loop, states or {v: loader.state_dict() for v, loader in loaders.items()}, val_bpb=bpb)
+                checkpointer.save(loop, states or loader_states(loaders), val_bpb=bpb)
             if done:
                 break
             if total is not None:
@@ -191,7 +192,7 @@ class ChatTrainStage:
             f"## {self.title}", "",
             f"- from: {s.source} model ({source.path.name}); mixture: {s.tasks} ({len(train_mix):,} conversations)",
             f"- steps: {loop.step:,} of {geo['total_batch_size']:,} tokens; loss on {s.loss_on} tokens",
-            "- learning rates: " + ", ".join(f"{k} {geo[k] * s.init_lr_frac:.4g}" for k in LR_KEYS),
+            "- learning rates: " + ", ".join(f"{k} {v * s.init_lr_frac:.4g}" for k, v in lrs.items()),
             f"- final val bits per byte: {bpb:.4f}" if bpb is not None else "- no validation mixture",
             f"- time: {(time.time() - t_start) / 60:.2f} min; peak memory {peak_memory_gib(backend):.2f} GiB",
             "", "Samples:", *samples]))

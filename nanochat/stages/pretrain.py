@@ -22,8 +22,8 @@ from nanochat.datasets import resolve
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.model import GPT, GPTConfig
 from nanochat.stages import CommonSettings, StageError
-from nanochat.training import (Checkpointer, Loop, Progress, grad_accum_steps, micro_streams, optimizer_step,
-                               peak_memory_gib)
+from nanochat.training import (Checkpointer, Loop, Progress, grad_accum_steps, loader_states, micro_streams,
+                               optimizer_step, peak_memory_gib)
 
 SAMPLE_PROMPTS = ["The capital of France is", "The opposite of hot is", "If yesterday was Friday, then tomorrow will be",
                   "The chemical symbol of gold is", "In the beginning", "床前明月光，", "学而时习之，"]
@@ -216,7 +216,7 @@ class PretrainStage:
                     ctx.log(f"  sample: {text!r}")
                 model.train()
             if last_step or (s.save_every > 0 and step > 0 and step % s.save_every == 0):
-                checkpointer.save(loop, {v: loader.state_dict() for v, loader in loaders.items()}, val_bpb=val_bpb)
+                checkpointer.save(loop, loader_states(loaders), val_bpb=val_bpb)
             if last_step:
                 break
             progress.start()

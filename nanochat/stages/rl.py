@@ -100,11 +100,12 @@ class RLStage:
             raise StageError(f"task {s.task!r} has {train_n} training problems, fewer than examples_per_step="
                              f"{s.examples_per_step}; lower it")
         geo = inherited(source.meta)
+        lrs = {k: geo[k] for k in LR_KEYS}
         optimizer = ctx.registry.get("optimizer", s.optimizer).build(
-            model, {**{k: geo[k] for k in LR_KEYS}, "weight_decay": 0.0, "model_dim": model.config.n_embd}, world)
+            model, {**lrs, "weight_decay": 0.0, "model_dim": model.config.n_embd}, world)
         scale_learning_rates(optimizer, s.init_lr_frac)  # every group: the fixed-rate scalars too
         meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
-                "lrs": {k: geo[k] for k in LR_KEYS}, "source": str(source.path), "batch": source.meta.get("batch", {})}
+                "lrs": lrs, "source": str(source.path), "batch": source.meta.get("batch", {})}
         checkpointer = Checkpointer(ctx, model, optimizer, meta, keep=s.keep_checkpoints)
         resumed = checkpointer.resume()
         loop = resumed[0] if resumed else Loop()
