@@ -162,10 +162,12 @@ class Linear(nn.Linear):
 def apply_rotary(x, cos, sin):
     """Rotate each head's two halves by the position's angle.
 
-    x: (B, T, heads, D); cos = [cos, cos] and sin = [sin, -sin] over D, so one roll does it:
-    [x1, x2] -> [x1 cos + x2 sin, x2 cos - x1 sin].
+    x: (B, T, heads, D); cos = [cos, cos] and sin = [sin, -sin] over D, so swapping the halves
+    does it: [x1, x2] -> [x1 cos + x2 sin, x2 cos - x1 sin]. (The swap is written as a cat, not a
+    roll: compiled for CPU, the roll's backward indexes modulo D and loses vectorization.)
     """
-    return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, dims=-1), sin)
+    half = x.size(-1) // 2
+    return torch.addcmul(x * cos, torch.cat((x[..., half:], x[..., :half]), dim=-1), sin)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,18 +218,20 @@ class _BlockedAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, *probs = ctx.saved_tensors
-        dq = torch.empty_like(q)
-        dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
-        dv = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
-        for (s, e, ks), p in zip(_blocks(q.size(-2), ctx.window), probs):
+        T = q.size(-2)
+        dq, dk, dv = [], 0, 0
+        for (s, e, ks), p in zip(_blocks(T, ctx.window), probs):
             go = grad_out[..., s:e, :]
-            dv[..., ks:e, :] += (p.mT @ go).float().sum(2, keepdim=True)  # sum over the GQA group
             dp = (go @ v[..., ks:e, :].mT).float()
             pf = p.float()
             ds = (pf * (dp - (pf * dp).sum(-1, keepdim=True)) * ctx.scale).to(q.dtype)
-            dq[..., s:e, :] = ds @ k[..., ks:e, :]
-            dk[..., ks:e, :] += (ds.mT @ q[..., s:e, :]).float().sum(2, keepdim=True)
-        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None
+            dq.append(ds @ k[..., ks:e, :])
+            # each block's key gradients, zero-padded to the whole sequence and summed: written as
+            # += into slices, the compiler nests one masked copy per block (many times slower)
+            rows = (0, 0, ks, T - e)
+            dk = dk + F.pad((ds.mT @ q[..., s:e, :]).float().sum(2, keepdim=True), rows)  # sum over the GQA group
+            dv = dv + F.pad((p.mT @ go).float().sum(2, keepdim=True), rows)
+        return torch.cat(dq, dim=-2), dk.to(k.dtype), dv.to(v.dtype), None, None
 
 
 def _blocked_attention(q, k, v, window, scale):
