@@ -361,17 +361,24 @@ class HeadLoss(torch.autograd.Function):
         dx = torch.empty_like(x)
         dw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
         total = torch.zeros((), dtype=torch.float32, device=x.device)
-        col = torch.arange(w.size(0), device=x.device)
+        padding = (0, w.size(0) - vocab_size)
         for s in range(0, x.size(0), chunk):
             xc, tc = x[s:s + chunk], targets[s:s + chunk]
             logits = xc @ w.t()
             loss, lse = cross_entropy_rows(logits, tc, vocab_size)
             total = total + loss.sum()
-            z = softcap(logits.float())
-            probs = torch.where(col < vocab_size, torch.exp(z - lse.unsqueeze(1)), 0.0)
-            dz = (probs - (col == tc.unsqueeze(1)).float()) * (tc >= 0).unsqueeze(1)
-            t = z * (1 / SOFTCAP)  # d softcap(x) / dx = 1 - tanh^2
-            dlogits = (dz * (1 - t * t)).to(x.dtype)
+            # d loss / d logits = (softmax - onehot) * d softcap / dx, where d softcap / dx = 1 - tanh^2.
+            # The softmax part for every column, then the target column overwritten with its own
+            # value: cheaper than comparing every column with the target (int64 vectors on CPUs).
+            valid = (tc >= 0).unsqueeze(1)
+            target = tc.clamp_min(0).unsqueeze(1)
+            z = softcap(logits[:, :vocab_size].float())
+            t = z * (1 / SOFTCAP)
+            dlogits = (torch.exp(z - lse.unsqueeze(1)) * valid * (1 - t * t)).to(x.dtype)
+            zt = z.gather(1, target)
+            tt = zt * (1 / SOFTCAP)
+            dtarget = ((torch.exp(zt - lse.unsqueeze(1)) - 1) * valid * (1 - tt * tt)).to(x.dtype)
+            dlogits = F.pad(dlogits.scatter(1, target, dtarget), padding)  # padded columns: no gradient
             dx[s:s + chunk] = dlogits @ w
             dw += (dlogits.t() @ xc).float()
         ctx.save_for_backward(dx, dw)
