@@ -4,8 +4,8 @@
 
 Runs on a CPU: the state is sized on the meta device, the activations measured on forwards of the
 real width at 2 and 4 layers (a d20: about 1.5 minutes, 2.5 with --compiled, and up to 10 GB of
-RAM on a 2-core machine). The last line is one
-JSON document (bytes, and `fits` against 90% of --gpu-memory-gb).
+RAM on a 2-core machine). The last line is one JSON document (bytes, and `fits` against 90% of
+--gpu-memory-gb).
 """
 import argparse
 import json
