@@ -2,7 +2,8 @@
 # The CUDA paths in one short run (a few minutes on a single H100): bf16, flash SDPA, the
 # compiled flex-attention sliding windows, a compiled training step against eager, KV-cache
 # decoding, the compiled optimizer kernels, and the MFU of a d12 and a d20 training step
-# (target: d20 bf16 >= 50% MFU). Progress goes to stderr; stdout gets one JSON document.
+# (target: d20 bf16 >= 50% MFU), and the d20 step's peak memory against benchmarks/memory.py's
+# estimate of it. Progress goes to stderr; stdout gets one JSON document.
 #
 #   bash benchmarks/gpu_check.sh            (PYTHON=... to pick the interpreter)
 set -euo pipefail
@@ -140,10 +141,15 @@ bench() {  # one training benchmark; its progress to stderr, its JSON line captu
 }
 d12=$(bench --depth 12 --batch 32)
 d20=$(bench --depth 20 --batch 16)
+# the CPU-side memory estimate of that same d20 step (one process), to hold against its measured peak
+mem=$("$PY" benchmarks/memory.py --depth 20 --seq-len 2048 --device-batch 16 --world-size 1 --vocab-size 32768 \
+      --window-pattern SSSL --compiled | tee /dev/stderr | tail -n 1)
 
-"$PY" - "$checks" "$d12" "$d20" <<'EOF'
+"$PY" - "$checks" "$d12" "$d20" "$mem" <<'EOF'
 import json, sys
-checks, d12, d20 = (json.loads(a) for a in sys.argv[1:4])
+checks, d12, d20, mem = (json.loads(a) for a in sys.argv[1:5])
 ok = all(v for k, v in checks.items() if k.endswith("_ok")) and d20["mfu"] >= 0.5
-print(json.dumps({"ok": ok, "d20_mfu_target": 0.5, "checks": checks, "d12": d12, "d20": d20}))
+memory = {"d20_b16_measured_peak": d20["peak_memory"], "d20_b16_estimate": mem["total"],
+          "estimate_over_measured": mem["total"] / d20["peak_memory"]}
+print(json.dumps({"ok": ok, "d20_mfu_target": 0.5, "checks": checks, "d12": d12, "d20": d20, "memory": memory}))
 EOF
