@@ -81,7 +81,7 @@ def saved_activation_bytes(config, compute_dtype, batch, compiled=False):
     if not compiled:
         tracker = _AliveTensors()
         with tracker:
-            loss = model(idx, idx)
+            loss = model(idx, idx)  # held, so the graph (and all it keeps) is alive when counted
         return tracker.alive_bytes()
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     kept = {}

@@ -320,11 +320,11 @@ class MLP(nn.Module):
         return self.c_proj(F.relu(self.c_fc(x)).square())
 
 
+_MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default)
+
+
 def _matmuls_only(ctx, op, *args, **kwargs):
     return CheckpointPolicy.MUST_SAVE if op in _MATMULS else CheckpointPolicy.PREFER_RECOMPUTE
-
-
-_MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default)
 
 
 def _keep_matmul_outputs():
@@ -354,6 +354,12 @@ def softcap(x):
     if torch.compiler.is_compiling():
         return SOFTCAP - 2 * SOFTCAP / (1 + torch.exp(x * (2 / SOFTCAP)))
     return SOFTCAP * torch.tanh(x / SOFTCAP)
+
+
+def softcap_slope(z):
+    """d softcap(x) / dx from the softcapped value z: 1 - tanh^2 = 1 - (z / SOFTCAP)^2."""
+    t = z * (1 / SOFTCAP)
+    return 1 - t * t
 
 
 def cross_entropy_rows(logits, targets, vocab_size):
@@ -387,17 +393,15 @@ class HeadLoss(torch.autograd.Function):
             logits = xc @ w.t()
             loss, lse = cross_entropy_rows(logits, tc, vocab_size)
             total = total + loss.sum()
-            # d loss / d logits = (softmax - onehot) * d softcap / dx, where d softcap / dx = 1 - tanh^2.
+            # d loss / d logits = (softmax - onehot) * d softcap / dx.
             # The softmax part for every column, then the target column overwritten with its own
             # value: cheaper than comparing every column with the target (int64 vectors on CPUs).
             valid = (tc >= 0).unsqueeze(1)
             target = tc.clamp_min(0).unsqueeze(1)
             z = softcap(logits[:, :vocab_size].float())
-            t = z * (1 / SOFTCAP)
-            dlogits = (torch.exp(z - lse.unsqueeze(1)) * valid * (1 - t * t)).to(x.dtype)
+            dlogits = (torch.exp(z - lse.unsqueeze(1)) * valid * softcap_slope(z)).to(x.dtype)
             zt = z.gather(1, target)
-            tt = zt * (1 / SOFTCAP)
-            dtarget = ((torch.exp(zt - lse.unsqueeze(1)) - 1) * valid * (1 - tt * tt)).to(x.dtype)
+            dtarget = ((torch.exp(zt - lse.unsqueeze(1)) - 1) * valid * softcap_slope(zt)).to(x.dtype)
             dlogits = F.pad(dlogits.scatter(1, target, dtarget), padding)  # padded columns: no gradient
             dx[s:s + chunk] = dlogits @ w
             dw += (dlogits.t() @ xc).float()
