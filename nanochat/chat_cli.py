@@ -11,18 +11,15 @@ What was loaded, notes and command feedback go to stderr, so stdout holds only t
 In the REPL, /help lists the commands; replies stream as they are generated and Ctrl-C stops one.
 """
 import sys
-from pathlib import Path
 
 from nanochat.errors import NanochatError
 from nanochat.i18n import t
 
-CHAT_STAGES = ("rl", "sft", "mid")  # most trained first: the default pick within a run
-TRAIN_HINT = "train one with: nanochat run --preset cpu-tiny (minutes on a laptop CPU; its sft stage makes a chat model)"
 COMMANDS = ("/clear", "/system", "/temperature", "/top-k", "/help", "/quit")
 
 
 class ChatError(NanochatError):
-    """Nothing to chat with, or a checkpoint that cannot be used: the message says what to do."""
+    """A chat setting that cannot be used: the message says what to do."""
 
 
 def add_arguments(parser) -> None:
@@ -39,101 +36,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="device backend (cpu, cuda, mps) or auto")
 
 
-# -- finding what to chat with ------------------------------------------------------------------------
-
-def find_model(run_name=None, stage=None):
-    """(run, stage entry name, artifact, checkpoint path) of the model to load, or a ChatError."""
-    from nanochat import paths
-    from nanochat.runs import Run, RunError, list_runs
-    kinds = (stage,) if stage else CHAT_STAGES
-    runs = [Run.open(run_name)] if run_name else list_runs()
-    found = []
-    for run in runs:
-        try:
-            choice = _best_in_run(run, kinds)
-        except RunError as exc:  # one damaged run must not hide the others
-            if run_name:
-                raise
-            print(f"nanochat: skipping run {run.name!r}: {exc}", file=sys.stderr)
-            continue
-        if choice:
-            found.append(choice)
-    if found:
-        return max(found, key=lambda c: c[4])[:4]  # the most recently finished
-    what = f"no finished {stage} model" if stage else "no finished chat model (rl, sft or mid)"
-    where = f"in run {run_name!r}" if run_name else f"in any run under {paths.runs_dir()}"
-    hint = ("pretrain one with: nanochat run --preset cpu-tiny" if stage == "base" else TRAIN_HINT)
-    raise ChatError(f"{what} {where}; {hint}. Or pass --checkpoint PATH.")
-
-
-def _best_in_run(run, kinds):
-    """The first of `kinds` ("sft", ...) whose "<kind>-model" artifact a finished stage of `run` provides."""
-    for kind in kinds:
-        for entry in run.stages():
-            status = run.status(entry["name"])
-            where = status.get("artifacts", {}).get(f"{kind}-model")
-            if status["state"] == "done" and where is not None:
-                finished = (run.stage_dir(entry["name"]) / "status.json").stat().st_mtime
-                return run, entry["name"], f"{kind}-model", run.dir / where, finished
-    return None
-
-
-def _run_of(path: Path):
-    """The run a checkpoint folder lives in (runs/<name>/checkpoints/<stage>/...), or None."""
-    from nanochat.runs import Run
-    path = path.resolve()
-    for parent in path.parents:
-        if (parent / "run.json").exists():
-            return Run(parent) if (parent / "checkpoints") in path.parents else None
-    return None
-
-
 def load(args):
     """(engine, mode "chat" or "base", a line saying what was loaded)."""
-    from nanochat.backend import select
-    from nanochat.checkpoint import load_model
-    from nanochat.engine import Engine
-    from nanochat.stages import find_artifact
-    from nanochat.tokenizer import Tokenizer
-
-    if args.checkpoint:
-        path = Path(args.checkpoint)
-        if not path.exists():
-            raise ChatError(f"--checkpoint {path} does not exist")
-        run = _run_of(path)
-        stage_name = path.resolve().relative_to(run.dir.resolve() / "checkpoints").parts[0] if run else None
-        mode = "base" if args.stage == "base" or (stage_name and _provides(run, stage_name) == "base-model") else "chat"
-    else:
-        run, stage_name, artifact, path = find_model(args.run, args.stage)
-        mode = "base" if artifact == "base-model" else "chat"
-
-    tok_dir = args.tokenizer or (find_artifact(run, "tokenizer") if run else None)
-    if tok_dir is None:
-        raise ChatError(f"no tokenizer for {path}: it is not inside a run with a finished tokenizer stage; "
-                        "pass --tokenizer DIR")
-    tokenizer = Tokenizer.load(tok_dir)
-
-    backend = select(args.device)
-    device, dtype = backend.device(0), backend.compute_dtype()
-    try:
-        model, ckpt = load_model(path, device, dtype)
-    except NanochatError as exc:
-        raise ChatError(f"cannot load the checkpoint {path}: {exc}") from None
-    except Exception as exc:  # a truncated or corrupted file shows up as any of torch's / pickle's errors
-        redo = f"nanochat run --name {run.name} --stage {stage_name}" if run and stage_name else "the stage that wrote it"
-        raise ChatError(f"the checkpoint {path} is damaged ({type(exc).__name__}: {str(exc)[:200]}); "
-                        f"re-create it by re-running {redo}") from None
-    if model.config.vocab_size != tokenizer.vocab_size:
-        raise ChatError(f"the model at {path} has a vocabulary of {model.config.vocab_size:,} tokens but the tokenizer "
-                        f"at {tok_dir} has {tokenizer.vocab_size:,}; pass the tokenizer it was trained with (--tokenizer)")
-    what = (f"run {run.name!r}, stage {stage_name!r}" if run else "checkpoint") + \
-           f", step {ckpt.step} ({ckpt.path}) on {device}, {str(dtype).replace('torch.', '')}"
-    return Engine(model, tokenizer), mode, f"loaded {'base' if mode == 'base' else 'chat'} model: {what}"
-
-
-def _provides(run, stage_name):
-    artifacts = run.status(stage_name).get("artifacts", {})
-    return next((a for a in artifacts if a.endswith("-model")), None)
+    from nanochat.models import load_engine
+    engine, mode, loaded, _ = load_engine(args.run, args.stage, args.checkpoint, args.tokenizer, args.device)
+    return engine, mode, loaded
 
 
 # -- the conversation -----------------------------------------------------------------------------------
