@@ -28,9 +28,11 @@ import string
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import types
+import warnings
 from dataclasses import dataclass
 
 # -----------------------------------------------------------------------------
@@ -122,13 +124,22 @@ class ExecResult:
         return self.status == "ok"
 
 
+SETTING = "NANOCHAT_SANDBOX"  # auto (default) | strict | guards: see docs/sandbox.md
+_SETTINGS = ("auto", "strict", "guards")
+
+
+class SandboxUnavailable(RuntimeError):
+    """NANOCHAT_SANDBOX=strict and this machine's kernel does not give the sandbox its boundary."""
+
+
 def execute(code: str, *, timeout: float = 5.0, memory_mb: int = 256,
             max_output_bytes: int = MAX_OUTPUT_BYTES, stdin: str | None = None) -> ExecResult:
     """Run `code` as a Python program in a fresh, limited child process and report how it ended.
 
     "ok" = exit code 0; "error" = any other exit (the traceback is in stderr); "timeout" = still running after
-    `timeout` seconds of wall clock (or out of CPU time) and killed, with its whole process group;
-    "memory" = it ran out of its `memory_mb` address space. Never raises for anything the code does.
+    `timeout` seconds of wall clock (or out of CPU time) and killed, with everything it started;
+    "memory" = it ran out of its `memory_mb` address space. Never raises for anything the code does; raises
+    SandboxUnavailable when NANOCHAT_SANDBOX=strict and the kernel boundary cannot be built here.
     """
     if os.name != "posix":
         raise NotImplementedError("nanochat.sandbox.execute needs Linux or macOS (process groups, rlimits)")
@@ -138,6 +149,62 @@ def execute(code: str, *, timeout: float = 5.0, memory_mb: int = 256,
         raise ValueError(f"memory_mb must be at least 16 (the interpreter itself needs some), got {memory_mb!r}")
     if max_output_bytes < 1:
         raise ValueError(f"max_output_bytes must be at least 1, got {max_output_bytes!r}")
+    return _execute(code, timeout, memory_mb, max_output_bytes, stdin, _use_boundary())
+
+
+def boundary_unavailable_reason() -> str | None:
+    """None when execute() runs code behind the kernel boundary on this machine, else the reason it cannot.
+
+    Found out once per process by building the boundary around a one-line program.
+    """
+    global _boundary_reason
+    with _boundary_lock:
+        if _boundary_reason is _NOT_PROBED:
+            _boundary_reason = _probe_boundary()
+        return _boundary_reason
+
+
+_NOT_PROBED = object()
+_boundary_reason = _NOT_PROBED
+_boundary_lock = threading.Lock()
+_warned_without_boundary = False
+
+
+def _use_boundary() -> bool:
+    global _warned_without_boundary
+    setting = os.environ.get(SETTING, "").strip().lower() or "auto"
+    if setting not in _SETTINGS:
+        raise ValueError(f"{SETTING}={os.environ[SETTING]!r} is not a sandbox setting: use one of "
+                         f"{', '.join(_SETTINGS)} (see docs/sandbox.md)")
+    if setting == "guards":
+        return False
+    reason = boundary_unavailable_reason()
+    if reason is None:
+        return True
+    if setting == "strict":
+        raise SandboxUnavailable(
+            f"{SETTING}=strict: refusing to run code without the kernel boundary ({reason}). Run on Linux with "
+            f"user namespaces allowed (or as root with CAP_SYS_ADMIN), or set {SETTING}=auto to accept the "
+            f"Python-level guards alone")
+    if not _warned_without_boundary:
+        _warned_without_boundary = True
+        warnings.warn(f"nanochat.sandbox: no kernel boundary on this machine ({reason}); generated code runs "
+                      f"behind Python-level guards only, which code written to escape can undo. "
+                      f"Set {SETTING}=strict to refuse instead (see docs/sandbox.md).", RuntimeWarning, stacklevel=3)
+    return False
+
+
+def _probe_boundary() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return f"{sys.platform} has no Linux namespaces"
+    result = _execute("print('inside')", 30.0, 256, MAX_OUTPUT_BYTES, None, boundary=True)
+    if result.status == "ok" and result.stdout == "inside\n":
+        return None
+    lines = result.stderr.strip().splitlines() or [f"the probe ended with status {result.status}"]
+    return lines[-1].removeprefix(f"sandbox: could not build the kernel boundary: ")
+
+
+def _execute(code, timeout, memory_mb, max_output_bytes, stdin, boundary: bool) -> ExecResult:
     start = time.monotonic()
     root = tempfile.mkdtemp(prefix="nanochat-sandbox-")
     try:
@@ -153,7 +220,7 @@ def execute(code: str, *, timeout: float = 5.0, memory_mb: int = 256,
                 f.write(stdin)
             stdin_file = open(f.name, "rb")  # a file, not a pipe: no deadlock however much input there is
         try:
-            return _run(program, workdir, stdin_file, start, timeout, memory_mb, max_output_bytes)
+            return _run(program, workdir, stdin_file, start, timeout, memory_mb, max_output_bytes, boundary)
         finally:
             if stdin is not None:
                 stdin_file.close()
@@ -161,12 +228,13 @@ def execute(code: str, *, timeout: float = 5.0, memory_mb: int = 256,
         _remove_tree(root)
 
 
-def _run(program, workdir, stdin_file, start, timeout, memory_mb, max_output_bytes) -> ExecResult:
+def _run(program, workdir, stdin_file, start, timeout, memory_mb, max_output_bytes, boundary) -> ExecResult:
     cpu_seconds = math.ceil(timeout) + 1  # a backstop; the wall clock normally fires first
     # -I: isolated mode (PYTHON* variables ignored, no user site-packages, no script dir on sys.path);
     # -B: no .pyc files written; -X utf8: text I/O is UTF-8 whatever the locale.
     command = [sys.executable, "-I", "-B", "-X", "utf8", os.path.abspath(__file__),
-               program, workdir, str(int(memory_mb * 1024 * 1024)), str(cpu_seconds)]
+               program, workdir, str(int(memory_mb * 1024 * 1024)), str(cpu_seconds),
+               "boundary" if boundary else "guards"]
     # Nothing inherited: no API keys, tokens or proxies. TMPDIR/HOME point into the working directory so
     # libraries that write scratch files stay inside it; numeric libraries are kept to one thread.
     env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
@@ -287,16 +355,25 @@ def _remove_tree(root: str) -> None:
 
 
 # -----------------------------------------------------------------------------
-# The child side: runs as `python -I <this file> program workdir memory_bytes cpu_seconds`
+# The child side: runs as `python -I <this file> program workdir memory_bytes cpu_seconds boundary|guards`
 
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 
 
-def _child_main(program: str, workdir: str, memory_bytes: int, cpu_seconds: int) -> None:
+def _child_main(program: str, workdir: str, memory_bytes: int, cpu_seconds: int, boundary: bool) -> None:
+    import resource
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core files from any of the processes below
     with open(program, "rb") as f:
         source = f.read()
-    _isolate_network()
+    if boundary:
+        try:
+            _load_boundary().enter(workdir, program, source)  # returns in the program process only
+        except OSError as e:
+            print(f"sandbox: could not build the kernel boundary: {e}", file=sys.stderr, flush=True)
+            sys.exit(125)
+    else:
+        _isolate_network()
     _set_limits(memory_bytes, cpu_seconds)
     _install_guards(workdir)
     # Run the code as a fresh __main__ module that holds none of this file's names.
@@ -312,6 +389,16 @@ def _child_main(program: str, workdir: str, memory_bytes: int, cpu_seconds: int)
     except BaseException as e:  # print the code's own traceback, without this file's frame on top
         traceback.print_exception(type(e), e, e.__traceback__.tb_next)
         sys.exit(1)
+
+
+def _load_boundary() -> types.ModuleType:
+    """nanochat/sandbox_boundary.py, loaded by path: the child runs as a script, not from the package."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_boundary.py")
+    spec = importlib.util.spec_from_file_location("nanochat_sandbox_boundary", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _isolate_network() -> None:
@@ -454,4 +541,4 @@ def _install_guards(workdir: str) -> None:
 
 
 if __name__ == "__main__":
-    _child_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    _child_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "boundary")
