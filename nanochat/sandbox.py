@@ -107,6 +107,7 @@ def _string_count(node: ast.AST) -> int:
 MAX_OUTPUT_BYTES = 64 * 1024  # per stream; more is cut from the middle (the end keeps the traceback)
 _TAIL_BYTES = 4 * 1024  # how much of the end of a truncated stream is kept
 _MAX_FILE_BYTES = 16 * 1024 * 1024  # RLIMIT_FSIZE: the largest file the code may write
+_MAX_OPEN_FILES = 64  # RLIMIT_NOFILE
 _READ_CHUNK = 64 * 1024
 _POLL_SECONDS = 0.1  # how often the read loop checks whether the child has exited
 
@@ -435,6 +436,8 @@ def _set_limits(memory_bytes: int, cpu_seconds: int) -> None:
         ("RLIMIT_CPU", cpu_seconds),  # SIGXCPU when spent (hard limit one second later: SIGKILL)
         ("RLIMIT_FSIZE", _MAX_FILE_BYTES),  # no file larger than this
         ("RLIMIT_CORE", 0),  # no core dumps
+        # Few open files: each memory-backed file (memfd) may hold up to RLIMIT_FSIZE outside RLIMIT_AS.
+        ("RLIMIT_NOFILE", _MAX_OPEN_FILES),
         # No new processes or threads. Root is exempt from this one, hence the fork guards below too.
         ("RLIMIT_NPROC", 0),
     ]

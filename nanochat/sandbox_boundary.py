@@ -87,15 +87,14 @@ def enter(workdir: str, program: str, source: bytes) -> None:
     if not sys.platform.startswith("linux"):
         raise BoundaryError(0, f"{sys.platform} has no Linux namespaces")
     uid, gid = os.getuid(), os.getgid()
-    as_root = os.geteuid() == 0
     try:
-        if not as_root:
+        if not (os.geteuid() == 0 and _maps_nobody()):
             raise BoundaryError(1, "not root")
-        _unshare(_NAMESPACES)  # real root may create them directly and then become nobody
-        in_user_namespace = False
+        _unshare(_NAMESPACES)  # root may create them directly, and then becomes nobody
+        become_nobody = True
     except BoundaryError:
         _unshare(CLONE_NEWUSER | _NAMESPACES)  # the unprivileged way: a user namespace owns the others
-        in_user_namespace = True
+        become_nobody = False
         _write("/proc/self/setgroups", "deny")
         _write("/proc/self/uid_map", f"{uid} {uid} 1")
         _write("/proc/self/gid_map", f"{gid} {gid} 1")
@@ -103,10 +102,20 @@ def enter(workdir: str, program: str, source: bytes) -> None:
     init = os.fork()  # the first child after unshare(CLONE_NEWPID) is PID 1 of the new namespace
     if init == 0:
         os.close(status_read)
-        _init(status_write, workdir, program, source, as_root and not in_user_namespace)
+        _init(status_write, workdir, program, source, become_nobody)
         return
     os.close(status_write)
     _supervise(init, status_read)
+
+
+def _maps_nobody() -> bool:
+    """Whether this user namespace has uid and gid 65534 (root in a container's user namespace may not)."""
+    for ids in ("/proc/self/uid_map", "/proc/self/gid_map"):
+        with open(ids) as f:
+            ranges = [tuple(map(int, line.split())) for line in f if line.strip()]
+        if not any(inside <= NOBODY < inside + count for inside, _, count in ranges):
+            return False
+    return True
 
 
 def _unshare(flags: int) -> None:
@@ -146,10 +155,13 @@ def _init(status_write: int, workdir: str, program: str, source: bytes, become_n
         # The caller kills the supervisor at the timeout; this takes init, and with it the namespace, along.
         _call("prctl(PR_SET_PDEATHSIG)", _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # no KeyboardInterrupt handler the program could trigger
+        _limit_shared_memory()
         _build_root(workdir, program, source, NOBODY if become_nobody else None)
         _drop_privileges(become_nobody)
-        # Privileges changed, which cleared the parent-death signal: set it again.
+        # Privileges changed, which cleared the parent-death signal: set it again. Not dumpable: the program,
+        # running as the same user, cannot trace init to clear it.
         _call("prctl(PR_SET_PDEATHSIG)", _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))
+        _call("prctl(PR_SET_DUMPABLE)", _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0))
         program_pid = os.fork()
     except BaseException as e:
         print(f"sandbox: could not build the kernel boundary: {e}", file=sys.stderr, flush=True)
@@ -164,6 +176,17 @@ def _init(status_write: int, workdir: str, program: str, source: bytes, become_n
         if pid == program_pid:
             os.write(status_write, str(status).encode())
             os._exit(0)
+
+
+def _limit_shared_memory() -> None:
+    """No System V shared memory or message queues in the new IPC namespace: they would hold memory that
+    RLIMIT_AS does not count. (Kernels that refuse these writes keep their defaults.)"""
+    for name in ("shmall", "shmmni", "msgmni"):
+        try:
+            with open(f"/proc/sys/kernel/{name}", "w") as f:
+                f.write("0")
+        except OSError:
+            pass
 
 
 def _build_root(workdir: str, program: str, source: bytes, owner: int | None) -> None:
@@ -191,11 +214,12 @@ def _build_root(workdir: str, program: str, source: bytes, owner: int | None) ->
     _make_parents(new, program)
     with open(new + program, "wb") as f:  # outside the work dir: the code cannot change what it is shown as
         f.write(source)
-    _switch_root(new)
-    try:  # a /proc of this PID namespace only, read-only
-        _mount("proc", "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    try:  # a /proc of this PID namespace only, read-only; mounted while the host's is still in view, since
+        # a user namespace may only mount a proc where a full one is already visible
+        _mount("proc", new + "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except BoundaryError:
         pass  # some containers forbid a new proc; an empty /proc hides the host's just as well
+    _switch_root(new)
     _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chdir(workdir)
 

@@ -1,14 +1,16 @@
 """nanochat.sandbox: the calculator tool and isolated execution of generated code."""
+import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 
 import pytest
 
-from nanochat.sandbox import ExecResult, execute, use_calculator
+from nanochat.sandbox import SETTING, ExecResult, boundary_unavailable_reason, execute, use_calculator
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux-only mechanism")
 
@@ -276,6 +278,407 @@ def test_environment_is_scrubbed(monkeypatch):
     assert "hunter2-do-not-leak" not in r.stdout and "NANOCHAT_TEST_SECRET" not in r.stdout
     assert set(r.stdout.splitlines()[-1].split()) <= {"PATH", "HOME", "TMPDIR", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                       "LC_CTYPE", "__CF_USER_TEXT_ENCODING"}
+
+
+# -----------------------------------------------------------------------------
+# execute: the kernel boundary. Each test undoes the Python guards first (ctypes, `posix`, `_io`), so only
+# the kernel stands in the way; where the kernel refuses namespaces the tests skip and say why.
+
+# Prelude for the code under test: raw system calls, and `attempt` to print how each one ended.
+RAW = (
+    "import ctypes, errno, posix, _io, sys, time\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "def attempt(what, call):\n"
+    "    ctypes.set_errno(0)\n"
+    "    try:\n"
+    "        result = call()\n"
+    "    except OSError as e:\n"
+    "        print(what, '=> refused', errno.errorcode.get(e.errno, e.errno), flush=True)\n"
+    "        return None\n"
+    "    if isinstance(result, int) and result < 0:\n"
+    "        print(what, '=> refused', errno.errorcode.get(ctypes.get_errno()), flush=True)\n"
+    "        return None\n"
+    "    print(what, '=> DONE', repr(result)[:60], flush=True)\n"
+    "    return result\n"
+)
+
+
+@pytest.fixture(autouse=True)
+def _default_setting(monkeypatch):
+    monkeypatch.delenv(SETTING, raising=False)
+
+
+@pytest.fixture
+def boundary():
+    reason = boundary_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no kernel boundary on this machine ({reason}); only the Python guards apply here")
+
+
+def _attempts(code: str, **kwargs) -> dict[str, str]:
+    """Run RAW + code, which must finish, and map each attempt to 'refused <ERRNO>' or 'DONE <result>'."""
+    r = execute(RAW + code, **kwargs)
+    assert r.status == "ok", r
+    return dict(line.split(" => ", 1) for line in r.stdout.splitlines())
+
+
+def _alive_named(name: str, wait: float = 2.0) -> list[int]:
+    """Host processes (zombies aside) whose command name is `name`, after giving SIGKILL a moment to land."""
+    deadline = time.monotonic() + wait
+    while True:
+        alive = []
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    comm, rest = f.read().split("(", 1)[1].rsplit(")", 1)
+            except (OSError, IndexError, ValueError):
+                continue
+            if comm == name and rest.split()[0] != "Z":
+                alive.append(int(entry))
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def test_the_program_runs_unprivileged_in_its_own_namespaces(boundary):
+    r = execute(
+        "import os\n"
+        "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+        "print(os.getpid(), sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
+        "print(status['CapEff'].strip(), status['NoNewPrivs'].strip(), os.getuid() != 0)\n"
+        "print(sorted(os.listdir('/')))\n"
+        "print(os.readlink('/proc/self/ns/pid'), os.readlink('/proc/self/ns/net'), os.readlink('/proc/self/ns/mnt'))"
+    )
+    assert r.status == "ok", r
+    pids, privileges, root, namespaces = r.stdout.splitlines()
+    assert pids == "2 [1, 2]"  # PID 1 is the sandbox's init; no process of the host is visible
+    assert privileges == "0000000000000000 1 True"
+    assert set(eval(root)) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr",
+                               *(p.split(os.sep)[1] for p in (sys.prefix, sys.base_prefix))}
+    ours = [os.readlink(f"/proc/self/ns/{kind}") for kind in ("pid", "net", "mnt")]
+    assert not set(namespaces.split()) & set(ours)
+
+
+def test_no_secret_of_another_process_is_reachable(boundary, tmp_path):
+    secret = f"hunter2-{os.getpid()}-{time.time_ns()}"
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text(secret)
+    secret_file.chmod(0o644)  # readable by anyone: only the boundary keeps it out of reach
+    # A stand-in for the trainer: the secret in its environment and command line, and an open file holding it.
+    victim = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time\nf = open({str(secret_file)!r})\nprint('ready', flush=True)\n"
+                               "time.sleep(60)", secret],
+        env={**os.environ, "NANOCHAT_TEST_SECRET": secret}, stdout=subprocess.PIPE)
+    try:
+        assert victim.stdout.readline() == b"ready\n"
+        pids = (victim.pid, os.getpid(), os.getppid())
+        code = (
+            f"pids = {pids!r}\n"
+            "for pid in pids:\n"
+            "    for part in ('environ', 'cmdline', 'mem', 'fd/3', 'maps', 'root/etc/hostname'):\n"
+            "        attempt(f'_io.open {pid} {part}', lambda: _io.open(f'/proc/{pid}/{part}', 'rb').read())\n"
+            "        attempt(f'posix.open {pid} {part}', lambda: posix.open(f'/proc/{pid}/{part}', posix.O_RDONLY))\n"
+            "    buf = ctypes.create_string_buffer(64)\n"
+            "    local = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 64)\n"
+            "    remote = (ctypes.c_void_p * 2)(0x400000, 64)\n"
+            "    attempt(f'process_vm_readv {pid}', lambda: libc.process_vm_readv(pid, local, 1, remote, 1, 0))\n"
+            "    attempt(f'pidfd_open {pid}', lambda: libc.syscall(434, pid, 0))\n"
+            f"attempt('read the file', lambda: _io.open({str(secret_file)!r}).read())\n"
+            "for entry in posix.listdir('/proc'):\n"  # everything that is visible, read as far as allowed
+            "    for part in ('environ', 'cmdline'):\n"
+            "        try:\n"
+            "            print('seen', entry, part, _io.open(f'/proc/{entry}/{part}', 'rb').read())\n"
+            "        except OSError:\n"
+            "            pass\n"
+        )
+        r = execute(RAW + code)
+        assert r.status == "ok", r
+        assert secret not in r.stdout + r.stderr
+        outcomes = dict(line.split(" => ", 1) for line in r.stdout.splitlines() if not line.startswith("seen "))
+        assert len(outcomes) == 3 * 14 + 1, r.stdout
+        assert not [line for line, outcome in outcomes.items() if outcome.startswith("DONE")], r.stdout
+        assert outcomes["read the file"] == "refused ENOENT"
+        assert outcomes[f"pidfd_open {victim.pid}"] == "refused ESRCH"
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_no_open_file_of_the_caller_is_inherited(boundary, tmp_path):
+    with open(tmp_path / "held.txt", "w") as held:
+        os.set_inheritable(held.fileno(), True)
+        r = execute("import os\nprint(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))")
+    assert r.status == "ok" and eval(r.stdout) in ([0, 1, 2], [0, 1, 2, 3]), r  # 3: the listing itself
+
+
+def test_no_process_outside_can_be_signalled_or_traced(boundary):
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        code = (
+            f"for pid in ({victim.pid}, {os.getpid()}):\n"
+            "    attempt(f'libc.kill {pid}', lambda: libc.kill(pid, 9))\n"
+            "    attempt(f'posix.kill {pid}', lambda: posix.kill(pid, 9))\n"
+            "    attempt(f'posix.killpg {pid}', lambda: posix.killpg(pid, 9))\n"
+            "    attempt(f'ptrace {pid}', lambda: libc.ptrace(16, pid, 0, 0))\n"  # PTRACE_ATTACH
+            "    attempt(f'ptrace seize {pid}', lambda: libc.ptrace(0x4206, pid, 0, 0))\n"
+            "attempt('kill everyone', lambda: libc.kill(-1, 9))\n"  # all the caller may signal: nobody outside
+        )
+        outcomes = _attempts(code)
+        assert list(outcomes.values()) == ["refused ESRCH"] * 11, outcomes  # as if none of them existed
+        assert victim.poll() is None  # still running, and so is this test process
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_nothing_outside_the_work_dir_can_be_written(boundary, tmp_path):
+    kept = tmp_path / "kept.txt"
+    kept.write_text("original")
+    kept.chmod(0o666)  # writable by anyone: only the boundary protects it
+    tmp_path.chmod(0o777)
+    new = tmp_path / "new.txt"
+    visible = os.path.join(sys.prefix, "escaped.txt")  # a directory the sandbox can see (read-only)
+    try:
+        code = (
+            f"for path in ({str(new)!r}, {visible!r}, '/escaped.txt', '/tmp/escaped.txt', '/dev/escaped.txt'):\n"
+            "    attempt(f'libc.open {path}', lambda: libc.open(path.encode(), 0o101, 0o644))\n"  # O_WRONLY|O_CREAT
+            "    attempt(f'posix.open {path}', lambda: posix.open(path, posix.O_WRONLY | posix.O_CREAT))\n"
+            "    attempt(f'_io.open {path}', lambda: _io.open(path, 'w'))\n"
+            "    attempt(f'posix.mkdir {path}', lambda: posix.mkdir(path + '.d'))\n"
+            f"kept = {str(kept)!r}\n"
+            "attempt('libc.truncate', lambda: libc.truncate(kept.encode(), 0))\n"
+            "attempt('posix.unlink', lambda: posix.unlink(kept))\n"
+            "attempt('posix.rename', lambda: posix.rename(kept, kept + '.moved'))\n"
+            "attempt('posix.chmod', lambda: posix.chmod(kept, 0))\n"
+            f"attempt('libc.unlink lib', lambda: libc.unlink({os.__file__!r}.encode()))\n"
+            f"attempt('posix.rename lib', lambda: posix.rename({os.__file__!r}, 'os.py'))\n"
+        )
+        outcomes = _attempts(code)
+        assert len(outcomes) == 5 * 4 + 6
+        assert not [what for what, outcome in outcomes.items() if outcome.startswith("DONE")], outcomes
+        assert outcomes[f"libc.open {visible}"] == "refused EROFS"
+        assert outcomes["posix.unlink"] == "refused ENOENT"  # the host's files are not there at all
+        assert kept.read_text() == "original" and sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]
+        assert os.path.exists(os.__file__)
+    finally:
+        if os.path.exists(visible):
+            os.remove(visible)
+    assert not os.path.exists(visible)
+
+
+def test_no_network_is_reachable_loopback_included(boundary, tmp_path):
+    servers = [socket.create_server(("127.0.0.1", 0))]
+    abstract = f"\0nanochat-test-{os.getpid()}"
+    for address in (str(tmp_path / "s.sock"), abstract):
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(address)
+        server.listen()
+        servers.append(server)
+    port = servers[0].getsockname()[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    try:
+        # A fresh copy of the _socket extension module has no guard; ctypes goes straight to the kernel.
+        code = (
+            "import importlib.util\n"
+            "spec = importlib.util.find_spec('_socket')\n"
+            "raw = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(raw)\n"
+            "def connect(family, address):\n"
+            "    s = raw.socket(family, raw.SOCK_STREAM)\n"
+            "    s.settimeout(2)\n"
+            "    return s.connect(address)\n"
+            f"attempt('tcp', lambda: connect(raw.AF_INET, ('127.0.0.1', {port})))\n"
+            f"attempt('unix path', lambda: connect(raw.AF_UNIX, {str(tmp_path / 's.sock')!r}))\n"
+            f"attempt('unix abstract', lambda: connect(raw.AF_UNIX, {abstract!r}))\n"
+            "class In(ctypes.Structure):\n"
+            "    _fields_ = [('family', ctypes.c_ushort), ('port', ctypes.c_uint16), ('addr', ctypes.c_uint32),\n"
+            "                ('zero', ctypes.c_char * 8)]\n"
+            f"address = In(2, ((({port} & 255) << 8) | ({port} >> 8)), 0x0100007f)\n"
+            "fd = libc.socket(2, 1, 0)\n"
+            "attempt('libc.connect', lambda: libc.connect(fd, ctypes.byref(address), ctypes.sizeof(address)))\n"
+            # Listening works, on the sandbox's own loopback: nothing outside can connect to it.
+            f"listener = raw.socket()\n"
+            f"listener.bind(('127.0.0.1', {free_port}))\n"
+            "listener.listen()\n"
+            "print('listening => yes', flush=True)\n"
+            "time.sleep(1.5)\n"
+        )
+        outside = []
+
+        def connect_from_outside():
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", free_port), timeout=1).close()
+                    outside.append("connected")
+                except ConnectionRefusedError:
+                    outside.append("refused")
+                time.sleep(0.05)
+
+        thread = threading.Thread(target=connect_from_outside)
+        thread.start()
+        outcomes = _attempts(code)
+        thread.join()
+        assert outcomes.pop("listening") == "yes"
+        assert len(outcomes) == 4 and not [o for o in outcomes.values() if o.startswith("DONE")], outcomes
+        assert outside and set(outside) == {"refused"}
+        for server in servers:
+            server.settimeout(0)
+            with pytest.raises(BlockingIOError):
+                server.accept()  # nobody got through
+    finally:
+        for server in servers:
+            server.close()
+
+
+def test_nothing_outlives_the_timeout_setsid_and_fork_included(boundary):
+    name = f"ncescape{os.getpid() % 10**6}"
+    code = (
+        f"libc.prctl(15, {name.encode()!r}, 0, 0, 0)\n"  # PR_SET_NAME, so the host can look for it afterwards
+        "attempt('setsid', libc.setsid)\n"  # out of the process group the caller kills
+        "for fork in (libc.fork, posix.fork):\n"
+        "    pid = attempt(f'fork', fork)\n"
+        "    if pid == 0:\n"
+        "        libc.setsid()\n"
+        "        time.sleep(60)\n"
+        "time.sleep(60)\n"
+    )
+    r = execute(RAW + code, timeout=2.0)
+    assert r.status == "timeout" and r.duration < 4.0, r
+    assert r.stdout.startswith("setsid => DONE"), r.stdout  # it did leave the process group...
+    assert not _alive_named(name)  # ...and still went down with its namespace
+
+
+def test_fork_bombs_behind_the_guards_are_bounded(boundary):
+    name = f"ncbomb{os.getpid() % 10**6}"
+    code = (
+        f"libc.prctl(15, {name.encode()!r}, 0, 0, 0)\n"
+        "started = 0\n"
+        "for fork in [libc.fork] * 500 + [posix.fork] * 500:\n"
+        "    try:\n"
+        "        pid = fork()\n"
+        "    except OSError:\n"
+        "        pid = -1\n"
+        "    if pid == 0:\n"
+        "        time.sleep(60)\n"
+        "    started += pid > 0\n"
+        "print('started =>', started)\n"
+    )
+    outcomes = _attempts(code, timeout=10.0)
+    assert outcomes == {"started": "0"}  # RLIMIT_NPROC = 0, for root's sandbox too
+    assert not _alive_named(name)
+    assert subprocess.run([sys.executable, "-c", "pass"]).returncode == 0  # the caller can still start processes
+
+
+def test_memory_is_bounded_behind_the_guards(boundary):
+    code = (
+        "libc.malloc.restype = ctypes.c_void_p\n"
+        "libc.mmap.restype = ctypes.c_void_p\n"
+        "libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,\n"
+        "                      ctypes.c_long]\n"
+        "attempt('malloc', lambda: libc.malloc(1 << 31) or -1)\n"
+        "attempt('mmap', lambda: -1 if libc.mmap(None, 1 << 31, 3, 0x22, -1, 0) in (None, 2**64 - 1) else 0)\n"
+        "attempt('shmget', lambda: libc.shmget(0, 1 << 30, 0o1600))\n"  # IPC_PRIVATE, IPC_CREAT
+        "attempt('msgget', lambda: libc.msgget(0, 0o1600))\n"
+    )
+    outcomes = _attempts(code, memory_mb=256)
+    assert len(outcomes) == 4 and not [o for o in outcomes.values() if o.startswith("DONE")], outcomes
+
+
+def test_disk_is_bounded(boundary):
+    code = (
+        "chunk = b'x' * (4 << 20)\n"
+        "written = 0\n"
+        "try:\n"
+        "    for i in range(100):\n"
+        "        with _io.open(f'big{i}', 'wb') as f:\n"
+        "            f.write(chunk * 3)\n"
+        "        written += 12\n"
+        "except OSError as e:\n"
+        "    print('bytes =>', written, errno.errorcode[e.errno])\n"
+        "count = 0\n"
+        "try:\n"
+        "    for i in range(100_000):\n"
+        "        posix.close(posix.open(f'small{i}', posix.O_WRONLY | posix.O_CREAT))\n"
+        "        count += 1\n"
+        "except OSError as e:\n"
+        "    print('files =>', count, errno.errorcode[e.errno])\n"
+    )
+    outcomes = _attempts(code, timeout=20.0)
+    megabytes, error = outcomes["bytes"].split()
+    assert int(megabytes) <= 64 and error == "ENOSPC", outcomes
+    count, error = outcomes["files"].split()
+    assert int(count) <= 4096 and error == "ENOSPC", outcomes
+
+
+# -----------------------------------------------------------------------------
+# execute: the NANOCHAT_SANDBOX setting
+
+# Installs a seccomp filter that makes unshare(2) fail, as many container runtimes do, then calls execute
+# twice under the setting given on the command line and prints what happened as JSON.
+_REFUSING_KERNEL = r"""
+import ctypes, json, os, sys, warnings
+libc = ctypes.CDLL(None, use_errno=True)
+class Insn(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+class Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Insn))]
+UNSHARE = 272  # x86_64
+insns = (Insn * 4)(Insn(0x20, 0, 0, 0),                # load the system call number
+                   Insn(0x15, 0, 1, UNSHARE),          # unshare?
+                   Insn(0x06, 0, 0, 0x00050000 | 1),   #   fail with EPERM
+                   Insn(0x06, 0, 0, 0x7FFF0000))       # everything else: allow
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.byref(Program(4, insns)), 0, 0) == 0  # PR_SET_SECCOMP, filter
+from nanochat import sandbox
+os.environ[sandbox.SETTING] = sys.argv[1]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    try:
+        out = {"stdout": [sandbox.execute("print('ran')").stdout for _ in range(2)]}
+    except sandbox.SandboxUnavailable as e:
+        out = {"refused": str(e)}
+out["warnings"] = [str(w.message) for w in caught if w.category is RuntimeWarning]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and os.uname().machine == "x86_64"),
+                    reason="the seccomp filter of this test is written for x86_64 Linux")
+@pytest.mark.parametrize("setting", ["strict", "auto"])
+def test_a_kernel_that_refuses_namespaces_is_said_once_or_refused_in_strict_mode(setting):
+    done = subprocess.run([sys.executable, "-c", _REFUSING_KERNEL, setting], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    if setting == "strict":
+        assert "NANOCHAT_SANDBOX=strict" in out["refused"] and "unshare: Operation not permitted" in out["refused"]
+        assert out["warnings"] == []
+    else:
+        assert out["stdout"] == ["ran\n", "ran\n"]  # still runs, behind the Python guards
+        assert len(out["warnings"]) == 1, out  # said once, with the reason and the weaker guarantee
+        assert "unshare: Operation not permitted" in out["warnings"][0] and "Python-level guards" in out["warnings"][0]
+
+
+def test_strict_runs_when_the_boundary_is_there(boundary, monkeypatch):
+    monkeypatch.setenv(SETTING, "strict")
+    r = execute("import os\nprint(os.getpid())")
+    assert (r.status, r.stdout) == ("ok", "2\n")
+
+
+@linux_only
+def test_guards_setting_runs_without_the_boundary(monkeypatch):
+    monkeypatch.setenv(SETTING, "guards")
+    r = execute("import os\nprint(os.readlink('/proc/self/ns/mnt'))")
+    assert (r.status, r.stdout) == ("ok", os.readlink("/proc/self/ns/mnt") + "\n")
+
+
+def test_a_bad_setting_is_refused_clearly(monkeypatch):
+    monkeypatch.setenv(SETTING, "paranoid")
+    with pytest.raises(ValueError, match="NANOCHAT_SANDBOX='paranoid'.*auto, strict, guards"):
+        execute("pass")
 
 
 # -----------------------------------------------------------------------------
