@@ -232,10 +232,12 @@ def _execute(code, timeout, memory_mb, max_output_bytes, stdin, boundary: bool) 
 def _run(program, workdir, stdin_file, start, timeout, memory_mb, max_output_bytes, boundary) -> ExecResult:
     cpu_seconds = math.ceil(timeout) + 1  # a backstop; the wall clock normally fires first
     # -I: isolated mode (PYTHON* variables ignored, no user site-packages, no script dir on sys.path);
+    # -S: no `site` start-up, whose .pth files run code (an editable install's import hook takes tens of
+    # milliseconds) before any limit is in place; the child puts our site-packages on its path itself.
     # -B: no .pyc files written; -X utf8: text I/O is UTF-8 whatever the locale.
-    command = [sys.executable, "-I", "-B", "-X", "utf8", os.path.abspath(__file__),
+    command = [sys.executable, "-I", "-S", "-B", "-X", "utf8", os.path.abspath(__file__),
                program, workdir, str(int(memory_mb * 1024 * 1024)), str(cpu_seconds),
-               "boundary" if boundary else "guards"]
+               "boundary" if boundary else "guards", os.pathsep.join(_site_packages())]
     # Nothing inherited: no API keys, tokens or proxies. TMPDIR/HOME point into the working directory so
     # libraries that write scratch files stay inside it; numeric libraries are kept to one thread.
     env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
@@ -263,6 +265,11 @@ def _run(program, workdir, stdin_file, start, timeout, memory_mb, max_output_byt
         proc.stderr.close()
     return ExecResult(_status(proc.returncode, timed_out, stderr.tail_text()), stdout.text(), stderr.text(),
                       proc.returncode, time.monotonic() - start)
+
+
+def _site_packages() -> list[str]:
+    """The site-packages directories on our path (a virtual environment's included), for the child's path."""
+    return [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages") and os.path.isdir(p)]
 
 
 def _collect(proc, deadline, cap) -> tuple[_Capture, _Capture, bool]:
@@ -356,20 +363,23 @@ def _remove_tree(root: str) -> None:
 
 
 # -----------------------------------------------------------------------------
-# The child side: runs as `python -I <this file> program workdir memory_bytes cpu_seconds boundary|guards`
+# The child side: runs as
+# `python -I -S <this file> program workdir memory_bytes cpu_seconds boundary|guards site-packages`
 
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 
 
-def _child_main(program: str, workdir: str, memory_bytes: int, cpu_seconds: int, boundary: bool) -> None:
+def _child_main(program: str, workdir: str, memory_bytes: int, cpu_seconds: int, boundary: bool,
+                site_packages: list[str]) -> None:
     import resource
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core files from any of the processes below
+    sys.path.extend(site_packages)  # third-party packages stay importable, without their .pth hooks
     with open(program, "rb") as f:
         source = f.read()
     if boundary:
         try:
-            _load_boundary().enter(workdir, program, source)  # returns in the program process only
+            _load_boundary().enter(workdir, program, source, site_packages)  # returns in the program only
         except OSError as e:
             print(f"sandbox: could not build the kernel boundary: {e}", file=sys.stderr, flush=True)
             sys.exit(125)
@@ -393,13 +403,13 @@ def _child_main(program: str, workdir: str, memory_bytes: int, cpu_seconds: int,
 
 
 def _load_boundary() -> types.ModuleType:
-    """nanochat/sandbox_boundary.py, loaded by path: the child runs as a script, not from the package."""
-    import importlib.util
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_boundary.py")
-    spec = importlib.util.spec_from_file_location("nanochat_sandbox_boundary", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """nanochat/sandbox_boundary.py: the child runs this file as a script, not from the package."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import sandbox_boundary
+    finally:
+        del sys.path[0]
+    return sandbox_boundary
 
 
 def _isolate_network() -> None:
@@ -544,4 +554,5 @@ def _install_guards(workdir: str) -> None:
 
 
 if __name__ == "__main__":
-    _child_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "boundary")
+    _child_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "boundary",
+                [p for p in sys.argv[6].split(os.pathsep) if p])

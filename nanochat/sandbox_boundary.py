@@ -78,11 +78,11 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
                                          encode(data)))
 
 
-def enter(workdir: str, program: str, source: bytes) -> None:
+def enter(workdir: str, program: str, source: bytes, site_packages: list[str]) -> None:
     """Put this process behind the boundary. Returns only in the program process; the others exit here.
 
     `workdir` becomes a fresh tmpfs (the only writable place) and the current directory; `program` is the
-    path the code is shown under (tracebacks read it), holding `source`.
+    path the code is shown under (tracebacks read it), holding `source`; `site_packages` stay visible too.
     """
     if not sys.platform.startswith("linux"):
         raise BoundaryError(0, f"{sys.platform} has no Linux namespaces")
@@ -102,7 +102,7 @@ def enter(workdir: str, program: str, source: bytes) -> None:
     init = os.fork()  # the first child after unshare(CLONE_NEWPID) is PID 1 of the new namespace
     if init == 0:
         os.close(status_read)
-        _init(status_write, workdir, program, source, become_nobody)
+        _init(status_write, workdir, program, source, site_packages, become_nobody)
         return
     os.close(status_write)
     _supervise(init, status_read)
@@ -150,13 +150,14 @@ def _supervise(init: int, status_read: int) -> None:
     os._exit(128 - code)  # not reached for a deadly signal
 
 
-def _init(status_write: int, workdir: str, program: str, source: bytes, become_nobody: bool) -> None:
+def _init(status_write: int, workdir: str, program: str, source: bytes, site_packages: list[str],
+          become_nobody: bool) -> None:
     try:
         # The caller kills the supervisor at the timeout; this takes init, and with it the namespace, along.
         _call("prctl(PR_SET_PDEATHSIG)", _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # no KeyboardInterrupt handler the program could trigger
         _limit_shared_memory()
-        _build_root(workdir, program, source, NOBODY if become_nobody else None)
+        _build_root(workdir, program, source, site_packages, NOBODY if become_nobody else None)
         _drop_privileges(become_nobody)
         # Privileges changed, which cleared the parent-death signal: set it again. Not dumpable: the program,
         # running as the same user, cannot trace init to clear it.
@@ -189,14 +190,15 @@ def _limit_shared_memory() -> None:
             pass
 
 
-def _build_root(workdir: str, program: str, source: bytes, owner: int | None) -> None:
+def _build_root(workdir: str, program: str, source: bytes, site_packages: list[str], owner: int | None) -> None:
     """Build the new root on a tmpfs next to the work directory and switch to it (see the module docstring)."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
     new = os.path.join(os.path.dirname(workdir), "root")
     os.mkdir(new, 0o755)
     _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
-    visible = list(_SYSTEM_PATHS) + sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix})
-    for path in visible:
+    # The interpreter's own tree (the standard library) and the site-packages it imports from.
+    interpreter = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    for path in list(_SYSTEM_PATHS) + sorted(interpreter) + [os.path.realpath(p) for p in site_packages]:
         if os.path.islink(path):  # merged /usr: /bin -> usr/bin stays a link
             _make_parents(new, path)
             if not os.path.lexists(new + path):

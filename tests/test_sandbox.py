@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -421,7 +422,10 @@ def test_no_process_outside_can_be_signalled_or_traced(boundary):
             "    attempt(f'posix.killpg {pid}', lambda: posix.killpg(pid, 9))\n"
             "    attempt(f'ptrace {pid}', lambda: libc.ptrace(16, pid, 0, 0))\n"  # PTRACE_ATTACH
             "    attempt(f'ptrace seize {pid}', lambda: libc.ptrace(0x4206, pid, 0, 0))\n"
-            "attempt('kill everyone', lambda: libc.kill(-1, 9))\n"  # all the caller may signal: nobody outside
+            # kill(-1): everything the caller may signal. Only sent from inside a PID namespace, where that is
+            # nobody outside, so that a broken boundary fails this test without taking the machine down.
+            "if posix.getpid() == 2:\n"
+            "    attempt('kill everyone', lambda: libc.kill(-1, 9))\n"
         )
         outcomes = _attempts(code)
         assert list(outcomes.values()) == ["refused ESRCH"] * 11, outcomes  # as if none of them existed
@@ -432,38 +436,48 @@ def test_no_process_outside_can_be_signalled_or_traced(boundary):
 
 
 def test_nothing_outside_the_work_dir_can_be_written(boundary, tmp_path):
-    kept = tmp_path / "kept.txt"
-    kept.write_text("original")
-    kept.chmod(0o666)  # writable by anyone: only the boundary protects it
-    tmp_path.chmod(0o777)
-    new = tmp_path / "new.txt"
-    visible = os.path.join(sys.prefix, "escaped.txt")  # a directory the sandbox can see (read-only)
+    # Only files this test made are aimed at, and all are cleaned up, so that a broken boundary fails the test
+    # without damaging the machine.
+    hidden = tmp_path / "hidden.txt"  # a host directory the sandbox cannot see
+    visible = Path(sys.prefix) / f"nanochat-test-canary-{os.getpid()}.txt"  # one it sees, read-only
     try:
-        code = (
-            f"for path in ({str(new)!r}, {visible!r}, '/escaped.txt', '/tmp/escaped.txt', '/dev/escaped.txt'):\n"
-            "    attempt(f'libc.open {path}', lambda: libc.open(path.encode(), 0o101, 0o644))\n"  # O_WRONLY|O_CREAT
-            "    attempt(f'posix.open {path}', lambda: posix.open(path, posix.O_WRONLY | posix.O_CREAT))\n"
-            "    attempt(f'_io.open {path}', lambda: _io.open(path, 'w'))\n"
-            "    attempt(f'posix.mkdir {path}', lambda: posix.mkdir(path + '.d'))\n"
-            f"kept = {str(kept)!r}\n"
-            "attempt('libc.truncate', lambda: libc.truncate(kept.encode(), 0))\n"
-            "attempt('posix.unlink', lambda: posix.unlink(kept))\n"
-            "attempt('posix.rename', lambda: posix.rename(kept, kept + '.moved'))\n"
-            "attempt('posix.chmod', lambda: posix.chmod(kept, 0))\n"
-            f"attempt('libc.unlink lib', lambda: libc.unlink({os.__file__!r}.encode()))\n"
-            f"attempt('posix.rename lib', lambda: posix.rename({os.__file__!r}, 'os.py'))\n"
-        )
+        visible.write_text("original")
+    except OSError:
+        pytest.skip(f"this test needs to place a canary file in {sys.prefix}")
+    tag = f"nanochat-test-escaped-{os.getpid()}"
+    new = [str(tmp_path / tag), f"{sys.prefix}/{tag}", f"/{tag}", f"/tmp/{tag}", f"/dev/{tag}"]
+    code = (
+        f"for path in {new!r}:\n"
+        "    attempt(f'libc.open {path}', lambda: libc.open(path.encode(), 0o101, 0o644))\n"  # O_WRONLY|O_CREAT
+        "    attempt(f'posix.open {path}', lambda: posix.open(path, posix.O_WRONLY | posix.O_CREAT))\n"
+        "    attempt(f'_io.open {path}', lambda: _io.open(path, 'w'))\n"
+        "    attempt(f'posix.mkdir {path}', lambda: posix.mkdir(path + '.d'))\n"
+        f"for kind, path in (('hidden', {str(hidden)!r}), ('visible', {str(visible)!r})):\n"
+        "    attempt(f'libc.truncate {kind}', lambda: libc.truncate(path.encode(), 0))\n"
+        "    attempt(f'posix.unlink {kind}', lambda: posix.unlink(path))\n"
+        "    attempt(f'libc.rename {kind}', lambda: libc.rename(path.encode(), b'moved'))\n"
+        "    attempt(f'posix.chmod {kind}', lambda: posix.chmod(path, 0))\n"
+    )
+    try:
+        hidden.write_text("original")
+        for path in (hidden, visible, tmp_path):
+            path.chmod(0o777)  # writable by anyone: only the boundary protects them
         outcomes = _attempts(code)
-        assert len(outcomes) == 5 * 4 + 6
+        assert len(outcomes) == 5 * 4 + 2 * 4
         assert not [what for what, outcome in outcomes.items() if outcome.startswith("DONE")], outcomes
-        assert outcomes[f"libc.open {visible}"] == "refused EROFS"
-        assert outcomes["posix.unlink"] == "refused ENOENT"  # the host's files are not there at all
-        assert kept.read_text() == "original" and sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]
-        assert os.path.exists(os.__file__)
+        assert outcomes[f"libc.open {new[1]}"] == "refused EROFS"  # visible, read-only
+        assert outcomes["posix.unlink hidden"] == "refused ENOENT"  # the rest of the host is not there at all
+        assert outcomes["posix.unlink visible"] == "refused EROFS"
+        assert hidden.read_text() == visible.read_text() == "original"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["hidden.txt"]
+        assert not [path for path in new if os.path.lexists(path) or os.path.lexists(path + ".d")]
     finally:
-        if os.path.exists(visible):
-            os.remove(visible)
-    assert not os.path.exists(visible)
+        visible.unlink(missing_ok=True)
+        for path in new[1:]:
+            if os.path.isfile(path):
+                os.remove(path)
+            if os.path.isdir(path + ".d"):
+                os.rmdir(path + ".d")
 
 
 def test_no_network_is_reachable_loopback_included(boundary, tmp_path):
@@ -542,8 +556,8 @@ def test_nothing_outlives_the_timeout_setsid_and_fork_included(boundary):
         "    pid = attempt(f'fork', fork)\n"
         "    if pid == 0:\n"
         "        libc.setsid()\n"
-        "        time.sleep(60)\n"
-        "time.sleep(60)\n"
+        "        time.sleep(20)\n"
+        "time.sleep(20)\n"
     )
     r = execute(RAW + code, timeout=2.0)
     assert r.status == "timeout" and r.duration < 4.0, r
@@ -556,13 +570,14 @@ def test_fork_bombs_behind_the_guards_are_bounded(boundary):
     code = (
         f"libc.prctl(15, {name.encode()!r}, 0, 0, 0)\n"
         "started = 0\n"
-        "for fork in [libc.fork] * 500 + [posix.fork] * 500:\n"
+        "tries = 500 if posix.getpid() == 2 else 3\n"  # a broken boundary must not fork 1000 times
+        "for fork in [libc.fork] * tries + [posix.fork] * tries:\n"
         "    try:\n"
         "        pid = fork()\n"
         "    except OSError:\n"
         "        pid = -1\n"
         "    if pid == 0:\n"
-        "        time.sleep(60)\n"
+        "        time.sleep(20)\n"
         "    started += pid > 0\n"
         "print('started =>', started)\n"
     )
