@@ -1,17 +1,26 @@
-"""Executions per second of `nanochat.sandbox.execute` on a small HumanEval-style program: the kernel boundary
-(NANOCHAT_SANDBOX=auto where the kernel allows it) against the Python guards alone (NANOCHAT_SANDBOX=guards,
-the code path from before the boundary), measured in one process, in alternating rounds so that a noisy
-machine slows both alike. `--workers` threads call execute at once, as an evaluation on that many cores does.
-Prints progress, then one JSON document as the last line.
+"""Executions per second of `nanochat.sandbox.execute` on a small HumanEval-style program, three ways in one
+process, in alternating rounds so that a noisy machine slows all alike:
 
-    python benchmarks/sandbox.py [--workers 2] [--runs 40] [--rounds 3]
+- before:   the sandbox as it was before the kernel boundary (nanochat/sandbox.py at --before-ref, via git);
+- guards:   today's sandbox with NANOCHAT_SANDBOX=guards (the Python guards alone, the fallback);
+- boundary: today's sandbox with the kernel boundary (NANOCHAT_SANDBOX=auto where the kernel allows it).
+
+`--workers` threads call execute at once, as an evaluation on that many cores does. Prints progress, then one
+JSON document as the last line; "slowdown" is before / boundary.
+
+    python benchmarks/sandbox.py [--workers 2] [--runs 40] [--rounds 3] [--before-ref 5812a9d]
 """
 import argparse
+import importlib.util
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from nanochat import sandbox
 
@@ -40,40 +49,60 @@ check(has_close_elements)
 '''
 
 
-def execs_per_second(setting: str, runs: int, workers: int) -> float:
+def sandbox_before(ref: str):
+    """nanochat/sandbox.py as it was at `ref`, imported from a temporary copy (its child runs that copy too)."""
+    repo = Path(__file__).resolve().parent.parent
+    source = subprocess.run(["git", "show", f"{ref}:nanochat/sandbox.py"], cwd=repo, capture_output=True,
+                            text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="nanochat-bench-")) / "sandbox_before.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("sandbox_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+def execs_per_second(execute, setting: str, runs: int, workers: int) -> float:
     os.environ[sandbox.SETTING] = setting
     with ThreadPoolExecutor(workers) as pool:
         start = time.perf_counter()
-        results = list(pool.map(lambda _: sandbox.execute(PROGRAM, timeout=10.0), range(runs)))
+        results = list(pool.map(lambda _: execute(PROGRAM, timeout=10.0), range(runs)))
         elapsed = time.perf_counter() - start
-    bad = [r for r in results if not r.ok]
+    bad = [r for r in results if r.status != "ok"]
     if bad:
-        raise SystemExit(f"the benchmark program failed under {sandbox.SETTING}={setting}: {bad[0]}")
+        raise SystemExit(f"the benchmark program failed ({sandbox.SETTING}={setting}): {bad[0]}")
     return runs / elapsed
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=40, help="executions per round and setting")
+    parser.add_argument("--runs", type=int, default=40, help="executions per round and way")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--before-ref", default="5812a9d", help="the git commit whose sandbox is 'before'")
     args = parser.parse_args()
     reason = sandbox.boundary_unavailable_reason()
     if reason is not None:
-        print(f"no kernel boundary here ({reason}): 'after' measures the guards-only fallback", flush=True)
-    settings = {"before_guards_only": "guards", "after_kernel_boundary": "auto"}
-    rates = {name: [] for name in settings}
-    for execs in settings.values():  # warm the page cache and the probe before timing
-        execs_per_second(execs, args.workers, args.workers)
+        print(f"no kernel boundary here ({reason}): 'boundary' measures the guards-only fallback", flush=True)
+    ways = {"guards": (sandbox.execute, "guards"), "boundary": (sandbox.execute, "auto")}
+    try:
+        ways = {"before": (sandbox_before(args.before_ref).execute, "guards"), **ways}
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"no 'before' (git show {args.before_ref} failed: {e}); comparing with 'guards' instead", flush=True)
+    rates = {name: [] for name in ways}
+    for execute, setting in ways.values():  # warm the page cache and the probe before timing
+        execs_per_second(execute, setting, args.workers, args.workers)
     for round_ in range(args.rounds):
-        for name, setting in settings.items():
-            rates[name].append(execs_per_second(setting, args.runs, args.workers))
-            print(f"round {round_ + 1}: {name:22} {rates[name][-1]:6.1f} execs/s", flush=True)
+        for name, (execute, setting) in ways.items():
+            rates[name].append(execs_per_second(execute, setting, args.runs, args.workers))
+            print(f"round {round_ + 1}: {name:9} {rates[name][-1]:6.1f} execs/s", flush=True)
     result = {name: {"execs_per_s": round(statistics.median(r), 1), "rounds": [round(x, 1) for x in r]}
               for name, r in rates.items()}
-    before, after = (result[name]["execs_per_s"] for name in settings)
-    result.update(workers=args.workers, runs_per_round=args.runs, boundary=reason is None,
-                  boundary_unavailable_reason=reason, slowdown=round(before / after, 2))
+    before = result["before" if "before" in result else "guards"]["execs_per_s"]
+    result.update(workers=args.workers, runs_per_round=args.runs, kernel_boundary=reason is None,
+                  boundary_unavailable_reason=reason,
+                  slowdown=round(before / result["boundary"]["execs_per_s"], 2))
     print(json.dumps(result))
 
 
