@@ -5,14 +5,16 @@ Two tools live here:
 - `use_calculator(expr)` answers the model's `<|python_start|>expr<|python_end|>` tool calls during generation.
   It runs in-process on every call, so it is a tiny AST evaluator for exactly two forms (arithmetic, and
   `'word'.count('x')`): microseconds, no `eval`, no signals, safe to call from any thread.
-- `execute(code)` runs arbitrary generated code in a fresh `python -I` child process with resource limits, a
+- `execute(code)` runs arbitrary generated code in a fresh `python -I -S` child process with resource limits, a
   throwaway working directory, a scrubbed environment, no network and a capped output, and always comes back
   with one of four statuses: "ok", "error", "timeout", "memory".
 
 This file holds both halves of `execute`: the parent side (top) and the child side (`_child_main`, bottom),
-which runs when the parent starts this very file as a script. The child applies its limits and guards to
-itself, then runs the code. It keeps honest mistakes and runaway programs contained; it is not a security
-boundary against a determined attacker (see docs/sandbox.md).
+which runs when the parent starts this very file as a script. On Linux the child first puts itself behind the
+kernel boundary of `sandbox_boundary.py` (namespaces, a private root, no privileges), which holds against code
+that undoes Python-level guards; then it applies its limits and guards to itself and runs the code. Where the
+kernel refuses namespaces, only the limits and guards remain: NANOCHAT_SANDBOX decides whether that is
+acceptable (see docs/sandbox.md).
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import pytest
 from nanochat.sandbox import SETTING, ExecResult, boundary_unavailable_reason, execute, use_calculator
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux-only mechanism")
+NOBODY = 65534
 
 
 def _group_alive(pgid: int, wait: float = 2.0) -> bool:
@@ -626,6 +627,59 @@ def test_disk_is_bounded(boundary):
     assert int(megabytes) <= 64 and error == "ENOSPC", outcomes
     count, error = outcomes["files"].split()
     assert int(count) <= 4096 and error == "ENOSPC", outcomes
+
+
+# Run as an ordinary user: the sandbox module loaded by path (the venv may sit where that user cannot read).
+_AS_ORDINARY_USER = r"""
+import importlib.util, json, os, sys
+spec = importlib.util.spec_from_file_location("sandbox_under_test", sys.argv[1])
+sandbox = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = sandbox
+spec.loader.exec_module(sandbox)
+r = sandbox.execute(sys.argv[2])
+print(json.dumps({"reason": sandbox.boundary_unavailable_reason(), "status": r.status, "stdout": r.stdout,
+                  "stderr": r.stderr, "uid": os.getuid()}))
+"""
+
+
+@linux_only
+def test_the_boundary_holds_when_an_ordinary_user_starts_it(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("run as an ordinary user, the whole suite already takes this path")
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    code = (
+        RAW +
+        "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+        "print('privileges =>', status['CapEff'].strip(), status['NoNewPrivs'].strip(), posix.getuid())\n"
+        "print('pid =>', posix.getpid())\n"
+        f"attempt('kill', lambda: libc.kill({victim.pid}, 9))\n"
+        f"attempt('write', lambda: _io.open({str(tmp_path / 'escaped')!r}, 'w'))\n"
+    )
+    try:
+        tmp_path.chmod(0o777)
+        sandbox_file = sys.modules[execute.__module__].__file__
+        for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
+            try:
+                done = subprocess.run([python, "-I", "-c", _AS_ORDINARY_USER, sandbox_file, code], user=NOBODY,
+                                      group=NOBODY, extra_groups=[], cwd="/", capture_output=True, text=True,
+                                      timeout=120)
+            except OSError:
+                continue
+            if done.returncode == 0:
+                break
+        else:
+            pytest.skip(f"no Python here that user {NOBODY} can run nanochat/sandbox.py with")
+        out = json.loads(done.stdout)
+        if out["reason"] is not None:
+            pytest.skip(f"this kernel gives ordinary users no namespaces ({out['reason']})")
+        assert out["status"] == "ok", out
+        outcomes = dict(line.split(" => ", 1) for line in out["stdout"].splitlines())
+        assert outcomes == {"privileges": f"0000000000000000 1 {NOBODY}", "pid": "2", "kill": "refused ESRCH",
+                            "write": "refused ENOENT"}, outcomes
+        assert victim.poll() is None and not (tmp_path / "escaped").exists()
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 # -----------------------------------------------------------------------------
