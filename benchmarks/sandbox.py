@@ -11,9 +11,11 @@ JSON document as the last line; "slowdown" is before / boundary.
     python benchmarks/sandbox.py [--workers 2] [--runs 40] [--rounds 3] [--before-ref 5812a9d]
 """
 import argparse
+import atexit
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,6 +57,7 @@ def sandbox_before(ref: str):
     source = subprocess.run(["git", "show", f"{ref}:nanochat/sandbox.py"], cwd=repo, capture_output=True,
                             text=True, check=True).stdout
     path = Path(tempfile.mkdtemp(prefix="nanochat-bench-")) / "sandbox_before.py"
+    atexit.register(shutil.rmtree, path.parent, True)
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("sandbox_before", path)
     module = importlib.util.module_from_spec(spec)
