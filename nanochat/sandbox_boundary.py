@@ -18,7 +18,8 @@ and isolates them from everything else with the kernel, so that code which undoe
   tmpfs at the same path. Nothing else of the host's filesystem exists, so no other file can be read, written,
   created or removed, and no Unix socket of the host can be reached.
 - Network namespace: no interface but a downed loopback; no network at all, 127.0.0.1 included.
-- IPC and UTS namespaces: no shared memory or message queues of the host.
+- IPC and UTS namespaces: no shared memory or message queues of the host; a new session keyring, so none of
+  the caller's kernel keys.
 - No privileges: when started as real root the program runs as `nobody` (65534) with no supplementary groups;
   otherwise it keeps the caller's uid inside a user namespace with every capability dropped. Either way
   `no_new_privs` is set, so no set-uid program or file capability gives any back.
@@ -55,6 +56,9 @@ WORK_DISK_FILES = 4096  # ...and at most this many files and directories
 _SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
                  "/etc/ld.so.cache", "/etc/localtime")
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+# keyctl(2) has no libc wrapper and a number per architecture; unknown ones keep the caller's session keyring.
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219}.get(os.uname().machine)
+_KEYCTL_JOIN_SESSION_KEYRING = 1
 _SYS_MOUNT_SETATTR = 442  # the same number on every architecture (Linux 5.12+); glibc wraps it from 2.36 only
 _AT_FDCWD, _AT_RECURSIVE, _MOUNT_ATTR_RDONLY = -100, 0x8000, 1
 
@@ -157,6 +161,7 @@ def _init(status_write: int, workdir: str, program: str, source: bytes, site_pac
         _call("prctl(PR_SET_PDEATHSIG)", _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # no KeyboardInterrupt handler the program could trigger
         _limit_shared_memory()
+        _leave_session_keyring()
         _build_root(workdir, program, source, site_packages, NOBODY if become_nobody else None)
         _drop_privileges(become_nobody)
         # Privileges changed, which cleared the parent-death signal: set it again. Not dumpable: the program,
@@ -177,6 +182,14 @@ def _init(status_write: int, workdir: str, program: str, source: bytes, site_pac
         if pid == program_pid:
             os.write(status_write, str(status).encode())
             os._exit(0)
+
+
+def _leave_session_keyring() -> None:
+    """Join a new, empty session keyring. The caller's would stay readable: keys in a process's own session
+    keyring count as possessed, whoever the process runs as. (Where keyctl is refused, it is refused to the
+    program as well.)"""
+    if _SYS_KEYCTL is not None:
+        _libc.syscall(ctypes.c_long(_SYS_KEYCTL), _KEYCTL_JOIN_SESSION_KEYRING, None)
 
 
 def _limit_shared_memory() -> None:

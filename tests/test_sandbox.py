@@ -406,6 +406,30 @@ def test_no_secret_of_another_process_is_reachable(boundary, tmp_path):
         victim.wait()
 
 
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the key system calls of this test are x86_64 numbers")
+def test_the_callers_kernel_keys_are_out_of_reach(boundary):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    secret = f"hunter2-{time.time_ns()}".encode()
+    # add_key("user", ..., KEY_SPEC_SESSION_KEYRING): a key in this process's session keyring, which children share.
+    key = libc.syscall(248, b"user", b"nanochat-test-key", secret, len(secret), -3)
+    if key < 0:
+        pytest.skip(f"this kernel or container refuses kernel keys: {os.strerror(ctypes.get_errno())}")
+    try:
+        code = (
+            "buf = ctypes.create_string_buffer(256)\n"
+            f"attempt('read', lambda: libc.syscall(250, 11, {key}, buf, 256))\n"  # KEYCTL_READ by id
+            # KEYCTL_SEARCH the session keyring for it by name
+            "attempt('search', lambda: libc.syscall(250, 10, -3, b'user', b'nanochat-test-key', 0))\n"
+            "print('buffer =>', buf.raw.rstrip(bytes(1)))\n"
+        )
+        outcomes = _attempts(code)
+        assert outcomes["read"].startswith("refused") and outcomes["search"].startswith("refused"), outcomes
+        assert secret.decode() not in str(outcomes)
+    finally:
+        libc.syscall(250, 21, key)  # KEYCTL_INVALIDATE
+
+
 def test_no_open_file_of_the_caller_is_inherited(boundary, tmp_path):
     with open(tmp_path / "held.txt", "w") as held:
         os.set_inheritable(held.fileno(), True)
