@@ -222,6 +222,7 @@ def _execute(code, timeout, memory_mb, max_output_bytes, stdin, boundary: bool) 
             with open(os.path.join(root, "stdin.txt"), "w", encoding="utf-8", errors="replace") as f:
                 f.write(stdin)
             stdin_file = open(f.name, "rb")  # a file, not a pipe: no deadlock however much input there is
+            os.unlink(f.name)  # nameless: the code cannot reopen it for writing through /proc/self/fd/0
         try:
             return _run(program, workdir, stdin_file, start, timeout, memory_mb, max_output_bytes, boundary)
         finally:
