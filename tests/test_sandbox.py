@@ -1,4 +1,5 @@
 """nanochat.sandbox: the calculator tool and isolated execution of generated code."""
+import ast
 import json
 import os
 import signal
@@ -355,7 +356,7 @@ def test_the_program_runs_unprivileged_in_its_own_namespaces(boundary):
     pids, privileges, root, namespaces = r.stdout.splitlines()
     assert pids == "2 [1, 2]"  # PID 1 is the sandbox's init; no process of the host is visible
     assert privileges == "0000000000000000 1 True"
-    assert set(eval(root)) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr",
+    assert set(ast.literal_eval(root)) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr",
                                *(p.split(os.sep)[1] for p in (sys.prefix, sys.base_prefix))}
     ours = [os.readlink(f"/proc/self/ns/{kind}") for kind in ("pid", "net", "mnt")]
     assert not set(namespaces.split()) & set(ours)
@@ -434,7 +435,7 @@ def test_no_open_file_of_the_caller_is_inherited(boundary, tmp_path):
     with open(tmp_path / "held.txt", "w") as held:
         os.set_inheritable(held.fileno(), True)
         r = execute("import os\nprint(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))")
-    assert r.status == "ok" and eval(r.stdout) in ([0, 1, 2], [0, 1, 2, 3]), r  # 3: the listing itself
+    assert r.status == "ok" and ast.literal_eval(r.stdout) in ([0, 1, 2], [0, 1, 2, 3]), r  # 3: the listing itself
 
 
 def test_no_process_outside_can_be_signalled_or_traced(boundary):
