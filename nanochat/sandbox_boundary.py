@@ -20,6 +20,8 @@ and isolates them from everything else with the kernel, so that code which undoe
 - Network namespace: no interface but a downed loopback; no network at all, 127.0.0.1 included.
 - IPC and UTS namespaces: no shared memory or message queues of the host; a new session keyring, so none of
   the caller's kernel keys.
+- A seccomp filter (x86_64 and aarch64) refuses the system calls that open the kernel up most: namespaces and
+  mounts, kernel keys, eBPF, perf, userfaultfd, ptrace, io_uring and the like.
 - No privileges: when started as real root the program runs as `nobody` (65534) with no supplementary groups;
   otherwise it keeps the caller's uid inside a user namespace with every capability dropped. Either way
   `no_new_privs` is set, so no set-uid program or file capability gives any back.
@@ -175,6 +177,7 @@ def _init(status_write: int, workdir: str, program: str, source: bytes, site_pac
     if program_pid == 0:
         os.close(status_write)
         _call("prctl(PR_SET_DUMPABLE)", _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0))  # its own /proc/self works
+        _filter_system_calls()
         return
     # PID 1: reap every child; when the program ends, report how and leave. The kernel then kills the rest.
     while True:
@@ -190,6 +193,56 @@ def _leave_session_keyring() -> None:
     program as well.)"""
     if _SYS_KEYCTL is not None:
         _libc.syscall(ctypes.c_long(_SYS_KEYCTL), _KEYCTL_JOIN_SESSION_KEYRING, None)
+
+
+# System calls no sandboxed program needs, each a wide door into the kernel: namespaces and mounts (a nested
+# user namespace gives capabilities back inside it), kernel keys, eBPF, perf, userfaultfd, tracing, other
+# processes' memory, kernel modules and kexec, file handles, io_uring. By number, per architecture.
+_DENIED_SYSTEM_CALLS = {
+    "x86_64": (272, 308, 165, 166, 155, 161, 250, 248, 249, 321, 298, 323, 101, 310, 311, 246, 320, 175, 313,
+               176, 304, 303),
+    "aarch64": (97, 268, 40, 39, 41, 51, 219, 217, 218, 280, 241, 282, 117, 270, 271, 104, 294, 105, 273, 106,
+                265, 264),
+}
+_COMMON_DENIED = (425, 426, 427, 428, 429, 430, 431, 432, 433, 442)  # io_uring, new mount API: same everywhere
+_CLONE = {"x86_64": 56, "aarch64": 220}
+_CLONE3 = 435
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 numbering: another way to name the same calls
+_NAMESPACE_FLAGS = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | 0x02000000
+PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+_RET_ALLOW, _RET_ERRNO = 0x7FFF0000, 0x00050000
+
+
+class _Instruction(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+
+class _Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Instruction))]
+
+
+def _filter_system_calls() -> None:
+    """A seccomp filter that fails the calls above with EPERM (and clone3 with ENOSYS, so that the C library
+    falls back to clone, whose flags a filter can read). On other architectures there is no filter."""
+    machine = os.uname().machine
+    if machine not in _AUDIT_ARCH:
+        return
+    load, jump_eq, jump_ge, jump_set, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, JMP|JEQ|K, ..., RET|K
+    deny = (ret, 0, 0, _RET_ERRNO | 1)  # EPERM
+    denied = _DENIED_SYSTEM_CALLS[machine] + _COMMON_DENIED
+    # Offsets in struct seccomp_data: nr 0, arch 4, args[0] 16 (low half, little-endian).
+    code = [(load, 0, 0, 4), (jump_eq, 1, 0, _AUDIT_ARCH[machine]), deny, (load, 0, 0, 0)]
+    if machine == "x86_64":
+        code += [(jump_ge, 0, 1, _X32_SYSCALL_BIT), deny]
+    for number in denied:
+        code += [(jump_eq, 0, 1, number), deny]
+    code += [(jump_eq, 0, 1, _CLONE3), (ret, 0, 0, _RET_ERRNO | 38),  # ENOSYS
+             (jump_eq, 0, 3, _CLONE[machine]), (load, 0, 0, 16), (jump_set, 0, 1, _NAMESPACE_FLAGS), deny,
+             (ret, 0, 0, _RET_ALLOW)]
+    instructions = (_Instruction * len(code))(*(_Instruction(*i) for i in code))
+    program = _Program(len(code), instructions)
+    _call("seccomp", _libc.prctl(PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0))
 
 
 def _limit_shared_memory() -> None:
