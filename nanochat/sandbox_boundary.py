@@ -1,11 +1,12 @@
 """The kernel boundary around sandboxed code on Linux: namespaces, a private root, no privileges.
 
-`nanochat.sandbox` starts a fresh `python -I` child for every run; when the kernel allows it, that child calls
+`nanochat.sandbox` starts a fresh `python -I -S` child for every run; when the kernel allows it, that child calls
 `enter()` before it touches the code it was given. `enter()` splits the child into three processes:
 
     supervisor   outside the new PID namespace; waits, then exits exactly as the program did
       init       PID 1 of the new PID namespace; builds the private root, drops privileges, reaps
-        program  PID 2; `enter()` returns here and the caller applies its limits and runs the code
+        program  PID 2; filters its system calls, then `enter()` returns here and the caller applies its
+                 limits and runs the code
 
 and isolates them from everything else with the kernel, so that code which undoes the Python-level guards
 (ctypes, C extensions, re-imports) still cannot get out:
@@ -27,7 +28,8 @@ and isolates them from everything else with the kernel, so that code which undoe
   `no_new_privs` is set, so no set-uid program or file capability gives any back.
 
 Every step calls the kernel through `ctypes` and the C library (Python 3.11 has no `os.unshare`; no tool such
-as `unshare(1)` or `bwrap` is needed); a step the kernel refuses raises `BoundaryError` naming the step and the reason.
+as `unshare(1)` or `bwrap` is needed); a step the kernel refuses raises `BoundaryError` naming the step and
+the reason.
 """
 from __future__ import annotations
 
