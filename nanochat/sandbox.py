@@ -155,6 +155,12 @@ def execute(code: str, *, timeout: float = 5.0, memory_mb: int = 256,
     return _execute(code, timeout, memory_mb, max_output_bytes, stdin, _use_boundary())
 
 
+_NOT_PROBED = object()
+_boundary_reason = _NOT_PROBED  # what boundary_unavailable_reason() found, once per process
+_boundary_lock = threading.Lock()
+_warned_without_boundary = False
+
+
 def boundary_unavailable_reason() -> str | None:
     """None when execute() runs code behind the kernel boundary on this machine, else the reason it cannot.
 
@@ -165,12 +171,6 @@ def boundary_unavailable_reason() -> str | None:
         if _boundary_reason is _NOT_PROBED:
             _boundary_reason = _probe_boundary()
         return _boundary_reason
-
-
-_NOT_PROBED = object()
-_boundary_reason = _NOT_PROBED
-_boundary_lock = threading.Lock()
-_warned_without_boundary = False
 
 
 def _use_boundary() -> bool:
@@ -204,7 +204,7 @@ def _probe_boundary() -> str | None:
     if result.status == "ok" and result.stdout == "inside\n":
         return None
     lines = result.stderr.strip().splitlines() or [f"the probe ended with status {result.status}"]
-    return lines[-1].removeprefix(f"sandbox: could not build the kernel boundary: ")
+    return lines[-1].removeprefix("sandbox: could not build the kernel boundary: ")
 
 
 def _execute(code, timeout, memory_mb, max_output_bytes, stdin, boundary: bool) -> ExecResult:
