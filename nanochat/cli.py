@@ -109,6 +109,11 @@ def cmd_chat(args) -> int:
     return chat_cli.main(args)
 
 
+def cmd_serve(args) -> int:
+    from nanochat.web import serve
+    return serve.main(args)
+
+
 def cmd_tokenizer(args) -> int:
     from nanochat import tokenizer_cli
     return tokenizer_cli.main(args)
@@ -174,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     from nanochat.chat_cli import add_arguments
     add_arguments(p)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", help="the local chat page and an OpenAI-compatible API (http://127.0.0.1:8000)")
+    from nanochat.web.serve import add_arguments as serve_arguments
+    serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("runs", help="list runs and the state of each stage")
     p.add_argument("--json", action="store_true")

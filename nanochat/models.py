@@ -103,9 +103,10 @@ def _kind_of(run, stage_name):
     return next((a.removesuffix("-model") for a in artifacts if a.endswith("-model")), None)
 
 
-def load_engine(run_name=None, kind=None, checkpoint=None, tokenizer_dir=None, device="auto"):
+def load_engine(run_name=None, kind=None, checkpoint=None, tokenizer_dir=None, device="auto", local_rank=0):
     """(engine, mode "chat" or "base", a line saying what was loaded, the ModelRef or None for a bare
-    checkpoint). `checkpoint` overrides the run lookup; its run's tokenizer is used unless `tokenizer_dir`."""
+    checkpoint). `checkpoint` overrides the run lookup; its run's tokenizer is used unless `tokenizer_dir`.
+    `local_rank` picks the GPU on a machine with several (`nanochat serve` puts one replica on each)."""
     from nanochat.backend import select
     from nanochat.checkpoint import load_model
     from nanochat.engine import Engine
@@ -133,7 +134,7 @@ def load_engine(run_name=None, kind=None, checkpoint=None, tokenizer_dir=None, d
     tokenizer = Tokenizer.load(tok_dir)
 
     backend = select(device)
-    torch_device, dtype = backend.device(0), backend.compute_dtype()
+    torch_device, dtype = backend.device(local_rank), backend.compute_dtype()
     try:
         model, ckpt = load_model(path, torch_device, dtype)
     except NanochatError as exc:

@@ -1,0 +1,196 @@
+"""The OpenAI-compatible API: /v1/chat/completions, /v1/models, /api/health, /api/stats.
+
+    curl http://127.0.0.1:8000/v1/chat/completions -d '{"messages": [{"role": "user", "content": "hi"}]}'
+    client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="...")
+
+A request is checked (validation.py), queued for an engine worker (workers.py) and answered from the
+worker's events: one JSON, or Server-Sent Events that relay the text as it is generated. A client that
+disconnects cancels its job, so the worker stops at the next token and takes the next request.
+"""
+import json
+import secrets
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from nanochat.web.errors import ApiError, error_body
+from nanochat.web.validation import MAX_BODY_BYTES, chat_request, parse_json
+from nanochat.web.workers import Job, QueueFull
+
+bp = Blueprint("api", __name__)
+POLL_S = 0.2  # how often a waiting request thread checks that its client is still there
+RETRY_AFTER_S = 2
+
+
+class ClientGone(Exception):
+    pass
+
+
+def state():
+    return current_app.extensions["nanochat"]
+
+
+@bp.get("/api/health")
+def health():
+    s = state()
+    default = s.catalog.default
+    return jsonify(status="ok", auth_required=bool(s.api_key), default_model=default.id if default else None)
+
+
+@bp.get("/api/stats")
+def stats():
+    return jsonify(state().pool.stats())
+
+
+@bp.get("/v1/models")
+def models():
+    catalog = state().catalog
+    default = catalog.default.id if catalog.default else None
+    return jsonify(object="list", data=[m.describe(default=m.id == default) for m in catalog.models()])
+
+
+@bp.get("/v1/models/<path:model_id>")
+def model(model_id):
+    found = state().catalog.get(model_id)
+    if found is None:
+        raise _unknown_model(model_id)
+    return jsonify(found.describe(default=found is state().catalog.default))
+
+
+@bp.post("/v1/chat/completions")
+def chat_completions():
+    s = state()
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ApiError(413, f"the request body has {request.content_length:,} bytes; at most {MAX_BODY_BYTES:,}",
+                       param="body")
+    req = chat_request(parse_json(request.get_data(cache=False)))
+    served = s.catalog.get(req.model)
+    if served is None:
+        raise _unknown_model(req.model)
+    job = Job(served, req.messages, max_tokens=req.max_tokens, temperature=req.temperature, top_k=req.top_k,
+              top_p=req.top_p, seed=req.seed)
+    try:
+        s.pool.submit(job)
+    except QueueFull as exc:
+        raise ApiError(503, str(exc), code="server_busy", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+    disconnected = request.environ.get("waitress.client_disconnected")
+    try:
+        first = _next_event(job, disconnected)
+        if first[0] == "error":
+            raise _generation_error(first[1], served)
+    except BaseException:
+        job.cancel()
+        raise
+    reply = Reply(served.id)
+    if req.stream:
+        return Response(_frames(reply, job, first, disconnected, req.include_usage), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    shown, event = [], first
+    try:
+        while event[0] == "delta":
+            shown.append(event[1])
+            event = _next_event(job, disconnected)
+    finally:
+        job.cancel()  # no-op once done; frees the worker when the client left
+    if event[0] == "error":
+        raise _generation_error(event[1], served)
+    return jsonify(reply.completion(event[1], "".join(shown)))
+
+
+def _unknown_model(model_id):
+    if model_id is None:
+        return ApiError(404, "there is no model to serve yet; train one with: nanochat run --preset cpu-tiny",
+                        param="model", code="model_not_found")
+    return ApiError(404, f"no model {model_id!r} on this server; GET /v1/models lists them", param="model",
+                    code="model_not_found")
+
+
+def _generation_error(exc, served):
+    from nanochat.engine import ContextFull
+    if isinstance(exc, ContextFull):
+        return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+    return ApiError(500, f"the model {served.id} could not generate: {exc}", code="model_error")
+
+
+def _next_event(job, disconnected):
+    """The worker's next event; raises ClientGone (and cancels the job) when the client has left."""
+    while True:
+        event = job.next_event(POLL_S)
+        if event is not None:
+            return event
+        if disconnected is not None and disconnected():
+            job.cancel()
+            raise ClientGone()
+
+
+def _drain(job, text):
+    """Deltas the worker has already produced, joined: one frame instead of many when the relay lags."""
+    while (event := job.next_event(0)) is not None:
+        if event[0] != "delta":
+            return text, event
+        text += event[1]
+    return text, None
+
+
+def _frames(reply, job, event, disconnected, include_usage):
+    """Server-Sent Events: a role chunk, text chunks, the finishing chunk, usage if asked, [DONE]."""
+    try:
+        yield _sse(reply.chunk({"role": "assistant", "content": ""}))
+        while True:
+            if event[0] == "delta":
+                text, pending = _drain(job, event[1])
+                yield _sse(reply.chunk({"content": text}))
+                event = pending or _next_event(job, disconnected)
+                continue
+            if event[0] == "error":
+                yield _sse(error_body(500, f"generation failed: {event[1]}", code="model_error"))
+                return
+            result = event[1]
+            yield _sse(reply.chunk({}, finish_reason=result.finish_reason, nanochat=reply.extension(result)))
+            if include_usage:
+                yield _sse({**reply.chunk_base(), "choices": [], "usage": reply.usage(result)})
+            yield b"data: [DONE]\n\n"
+            return
+    except ClientGone:
+        return
+    finally:
+        job.cancel()  # the client closed the stream (GeneratorExit) or it ended: free the worker
+
+
+def _sse(obj):
+    return b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+
+class Reply:
+    """The JSON shapes of one completion: every chunk shares its id, created and model."""
+
+    def __init__(self, model_id):
+        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.created = int(time.time())
+        self.model = model_id
+
+    def chunk_base(self):
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
+
+    def chunk(self, delta, finish_reason=None, nanochat=None):
+        out = {**self.chunk_base(), "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        if nanochat is not None:
+            out["nanochat"] = nanochat
+        return out
+
+    def usage(self, result):
+        return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.tokens,
+                "total_tokens": result.prompt_tokens + result.tokens}
+
+    def extension(self, result):
+        """What the chat page shows under a reply, and the message to keep in the conversation."""
+        return {"message": result.message, "tokens": result.tokens, "tok_per_s": result.tok_per_s,
+                "ttft_s": result.ttft_s, "model": result.model, "step": result.step,
+                "finish_reason": result.finish_reason}
+
+    def completion(self, result, text):
+        """`text`: the reply as the stream shows it (tool calls inline), the same text a streamed reply joins to."""
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "finish_reason": result.finish_reason,
+                             "message": {"role": "assistant", "content": text}}],
+                "usage": self.usage(result), "nanochat": self.extension(result)}

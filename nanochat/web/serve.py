@@ -1,0 +1,136 @@
+"""`nanochat serve`: the chat page and the OpenAI-compatible API on this machine, served by waitress.
+
+    nanochat serve                          # http://127.0.0.1:8000, the newest finished chat model
+    nanochat serve --run myrun --stage sft  # a particular model (any finished model can still be asked for)
+    nanochat serve --host 0.0.0.0           # reachable from the network: an API key is required
+
+waitress (pure Python, Linux / macOS / Windows) runs it, never Flask's development server. Its thread
+count covers the workers, the whole queue and a few spare threads, so a request beyond the queue is
+answered 503 at once instead of waiting unseen for a free thread.
+"""
+import ipaddress
+import os
+import secrets
+import socket
+import sys
+
+from nanochat.errors import NanochatError
+
+SPARE_THREADS = 8  # for the page, /api/stats, /v1/models and the 503s while every worker is busy
+
+
+class ServeError(NanochatError):
+    pass
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--run", help="the run whose model is the default (default: the newest run with one)")
+    parser.add_argument("--stage", choices=["rl", "sft", "mid", "base"],
+                        help="which model of the run is the default (default: rl, else sft, else mid)")
+    parser.add_argument("--checkpoint", metavar="PATH", help="a checkpoint folder to serve as the default model")
+    parser.add_argument("--tokenizer", metavar="DIR", help="the tokenizer for --checkpoint (default: its run's)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the address to listen on (default 127.0.0.1: this machine only; any other needs a key)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="engine workers, one model replica each (default: one per GPU, 1 on a CPU)")
+    parser.add_argument("--queue-size", type=int, default=32,
+                        help="requests that may wait for a worker; past that the API answers 503 (default 32)")
+    parser.add_argument("--max-models", type=int, default=2,
+                        help="models a worker keeps loaded; the least recently used is unloaded past that")
+    parser.add_argument("--api-key", help="the key API calls must send (default: $NANOCHAT_API_KEY; with a "
+                                          "non-loopback --host and no key, one is generated and printed)")
+    parser.add_argument("--device", default="auto", help="device backend (cpu, cuda, mps) or auto")
+    parser.add_argument("--open", action="store_true", help="open the chat page in the browser")
+
+
+def is_loopback(host) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def port_free(host, port) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        if os.name != "nt":  # the same option waitress sets: a port in TIME_WAIT is still usable
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def next_free_port(host, port) -> int | None:
+    return next((p for p in range(port + 1, min(port + 100, 65536)) if port_free(host, p)), None)
+
+
+def default_workers(device) -> int:
+    from nanochat.backend import select
+    backend = select(device)
+    if backend.name == "cuda":
+        import torch
+        return max(1, torch.cuda.device_count())
+    return 1
+
+
+def main(args) -> int:
+    from nanochat.web import create_app
+    from nanochat.web.catalog import choose_default
+
+    for name in ("port", "workers", "queue_size", "max_models"):
+        value = getattr(args, name)
+        low = 0 if name == "port" else 1
+        if value is not None and not (low <= value <= (65535 if name == "port" else 10_000)):
+            raise ServeError(f"--{name.replace('_', '-')} {value} is out of range")
+    key = args.api_key or os.environ.get("NANOCHAT_API_KEY") or None
+    generated = False
+    if key is None and not is_loopback(args.host):
+        key, generated = secrets.token_urlsafe(24), True
+    if not port_free(args.host, args.port):
+        free = next_free_port(args.host, args.port)
+        hint = f"; try --port {free}" if free else ""
+        raise ServeError(f"port {args.port} on {args.host} is in use (another nanochat serve?){hint}")
+
+    default = choose_default(args.run, args.stage, args.checkpoint, args.tokenizer)
+    workers = args.workers or default_workers(args.device)
+    print(f"nanochat: loading {default.id} (step {default.step}) on {workers} worker(s)...", file=sys.stderr,
+          flush=True)
+    app = create_app(default_model=default, workers=workers, api_key=key, max_models=args.max_models,
+                     queue_size=args.queue_size, device=args.device)
+    return run(app, args.host, args.port, key, generated, workers + args.queue_size + SPARE_THREADS, args.open)
+
+
+def run(app, host, port, key, generated, threads, open_browser) -> int:
+    """Serve `app` with waitress until Ctrl-C."""
+    from waitress import create_server
+
+    server = create_server(app, host=host, port=port, threads=threads, channel_request_lookahead=1,
+                           max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1024, ident="nanochat")
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{server.effective_port}/"
+    print(f"nanochat: serving the chat page at {url} and the OpenAI-compatible API at {url}v1", flush=True)
+    if not is_loopback(host):
+        print(f"nanochat: {host} is reachable beyond this machine, so every API call needs the API key",
+              flush=True)
+    if generated:
+        print(f"nanochat: API key (generated for this run; set one with --api-key or NANOCHAT_API_KEY):\n"
+              f"  Authorization: Bearer {key}", flush=True)
+    elif key:
+        print("nanochat: every API call needs the API key you gave (Authorization: Bearer <key>)", flush=True)
+    if open_browser:
+        import threading
+        import webbrowser
+        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        print("nanochat: stopped", file=sys.stderr)
+    finally:
+        server.close()
+        app.extensions["nanochat"].pool.close()
+    return 0
