@@ -115,12 +115,12 @@ def _generation_error(exc, served):
 def _next_event(job, disconnected):
     """The worker's next event; raises ClientGone (and cancels the job) when the client has left."""
     while True:
+        if disconnected is not None and disconnected():  # cheap: waitress notes a closed socket
+            job.cancel()
+            raise ClientGone()
         event = job.next_event(POLL_S)
         if event is not None:
             return event
-        if disconnected is not None and disconnected():
-            job.cancel()
-            raise ClientGone()
 
 
 def _drain(job, text):

@@ -109,11 +109,11 @@ def run(app, host, port, key, generated, threads, open_browser) -> int:
     """Serve `app` with waitress until Ctrl-C."""
     from waitress import create_server
 
+    # waitress refuses bodies past its own limit in plain text; below it the app answers 413 in JSON
     server = create_server(app, host=host, port=port, threads=threads, channel_request_lookahead=1,
-                           max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1024, ident="nanochat")
+                           max_request_body_size=8 * app.config["MAX_CONTENT_LENGTH"], ident="nanochat")
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{server.effective_port}/"
-    print(f"nanochat: serving the chat page at {url} and the OpenAI-compatible API at {url}v1", flush=True)
     if not is_loopback(host):
         print(f"nanochat: {host} is reachable beyond this machine, so every API call needs the API key",
               flush=True)
@@ -122,6 +122,7 @@ def run(app, host, port, key, generated, threads, open_browser) -> int:
               f"  Authorization: Bearer {key}", flush=True)
     elif key:
         print("nanochat: every API call needs the API key you gave (Authorization: Bearer <key>)", flush=True)
+    print(f"nanochat: serving the chat page at {url} and the OpenAI-compatible API at {url}v1", flush=True)
     if open_browser:
         import threading
         import webbrowser
