@@ -39,12 +39,18 @@ def _imports(path: Path) -> set[str]:
 PLUGIN_PACKAGES = {p.name for p in (REPO / "plugins").iterdir() if (p / "__init__.py").exists()}
 
 
+# The one door from the core into web/: `nanochat serve` (its arguments and its body live in nanochat/web/serve.py).
+CLI_LAUNCHES = {("cli.py", "nanochat.web.serve")}
+
+
 def test_core_never_imports_plugins_app_or_web():
     core = [p for p in (REPO / "nanochat").rglob("*.py") if not {"app", "web"} & set(p.relative_to(REPO / "nanochat").parts)]
     assert {"nanochat_backends", "nanochat_datasets"} <= PLUGIN_PACKAGES
     for path in core:
         for module in _imports(path):
             assert module.split(".")[0] not in PLUGIN_PACKAGES, f"{path} imports plugin package {module}"
+            if (path.relative_to(REPO / "nanochat").as_posix(), module) in CLI_LAUNCHES:
+                continue
             assert not module.startswith(("nanochat.app", "nanochat.web")), f"{path} imports {module}"
 
 

@@ -4,6 +4,7 @@ same seed), so the server must generate exactly them."""
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -327,12 +328,17 @@ def test_a_key_is_required_beyond_loopback(home):
         server.stop()
 
 
-def test_the_key_from_the_environment(home):
-    server = Server(home, env={"NANOCHAT_API_KEY": "s3cret"})
+def test_the_key_from_the_environment_and_open(home, tmp_path):
+    opened = tmp_path / "opened.txt"
+    browser = f"{sys.executable} -c \"import sys; open(sys.argv[1], 'w').write(sys.argv[2])\" {opened} %s"
+    server = Server(home, "--open", env={"NANOCHAT_API_KEY": "s3cret", "BROWSER": browser})  # webbrowser runs $BROWSER
     try:
         assert "Bearer s3cret" not in "".join(server.lines)  # a key you gave is not printed
         assert server.json("GET", "/v1/models")[0] == 401
         assert server.json("GET", "/v1/models", headers={"Authorization": "Bearer s3cret"})[0] == 200
+        _wait(opened.exists)
+        time.sleep(0.2)
+        assert opened.read_text() == server.url + "/"
     finally:
         server.stop()
 
