@@ -58,6 +58,19 @@ MESSAGES = {
     "chat.stopped": {"en": "(stopped)", "zh": "（已停止）"},
     "chat.cut": {"en": "(the reply reached the limit of {n} tokens; raise it with --max-tokens)",
                  "zh": "（回复达到了 {n} 个词元的上限；可用 --max-tokens 调高）"},
+    "serve.loading": {"en": "nanochat: loading {model} (step {step}) on {workers} worker(s)...",
+                      "zh": "nanochat：正在加载 {model}（第 {step} 步），共 {workers} 个工作线程……"},
+    "serve.serving": {"en": "nanochat: serving the chat page at {url} and the OpenAI-compatible API at {url}v1",
+                      "zh": "nanochat：聊天网页位于 {url}，兼容 OpenAI 的 API 位于 {url}v1"},
+    "serve.beyond": {"en": "nanochat: {host} is reachable beyond this machine, so every API call needs the API key",
+                     "zh": "nanochat：{host} 可以从本机以外访问，因此每个 API 调用都需要 API 密钥"},
+    "serve.key_generated": {"en": "nanochat: API key (generated for this run; set one with --api-key or "
+                                  "NANOCHAT_API_KEY):\n  Authorization: Bearer {secret}",
+                            "zh": "nanochat：API 密钥（本次运行生成；可用 --api-key 或 NANOCHAT_API_KEY 指定）：\n"
+                                  "  Authorization: Bearer {secret}"},
+    "serve.key_given": {"en": "nanochat: every API call needs the API key you gave (Authorization: Bearer <key>)",
+                        "zh": "nanochat：每个 API 调用都需要你提供的 API 密钥（Authorization: Bearer <密钥>）"},
+    "serve.stopped": {"en": "nanochat: stopped", "zh": "nanochat：已停止"},
 }
 
 

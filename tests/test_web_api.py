@@ -28,10 +28,27 @@ def home(run):
 
 
 @pytest.fixture(scope="module")
-def server(home):
-    server = Server(home)
-    yield server
-    server.stop()
+def servers(home):
+    """Three servers started side by side: the default one, one that is easy to fill (one worker, a queue of
+    2) and one bound beyond loopback (its API key is generated)."""
+    started = {"main": Server(home, wait=False),
+               "small": Server(home, "--queue-size", "2", "--workers", "1", wait=False),
+               "open": Server(home, "--host", "0.0.0.0", wait=False)}
+    try:
+        yield {name: server.wait_ready() for name, server in started.items()}
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(servers):
+    return servers["main"]
+
+
+@pytest.fixture(scope="module")
+def small_server(servers):
+    return servers["small"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -240,14 +257,6 @@ def test_sixteen_concurrent_streams_complete(server, sft):
     assert len(results) == 16
 
 
-@pytest.fixture(scope="module")
-def small_server(home):
-    """One worker, a queue of 2: easy to fill."""
-    server = Server(home, "--queue-size", "2", "--workers", "1")
-    yield server
-    server.stop()
-
-
 LONG = {"model": "tiny/mid", "messages": HELLO, "temperature": 0}  # tiny/mid never stops by itself
 
 
@@ -305,42 +314,24 @@ def _wait(condition, timeout=20):
         time.sleep(0.05)
 
 
-def test_a_key_is_required_beyond_loopback(home):
-    server = Server(home, "--host", "0.0.0.0")
-    try:
-        printed = "".join(server.lines)
-        assert "every API call needs the API key" in printed
-        key = printed.split("Authorization: Bearer ")[1].split()[0]
-        assert len(key) >= 24
-        status, body = server.json("GET", "/v1/models")
-        assert status == 401 and body["error"]["code"] == "invalid_api_key"
-        assert server.json("GET", "/v1/models", headers={"Authorization": "Bearer wrong"})[0] == 401
-        assert server.json("GET", "/api/stats")[0] == 401
-        assert server.json("GET", "/v1/models", headers={"Authorization": f"Bearer {key}"})[0] == 200
-        assert server.json("GET", "/v1/models", headers={"X-API-Key": key})[0] == 200
-        assert server.json("GET", "/api/health") == (200, {"status": "ok", "auth_required": True,
-                                                           "default_model": "tiny/sft"})
-        client = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
-        assert client.chat.completions.create(messages=HELLO, model="tiny/sft", max_tokens=2).choices
-        with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=server.url + "/v1", api_key="nope", max_retries=0).models.list()
-    finally:
-        server.stop()
-
-
-def test_the_key_from_the_environment_and_open(home, tmp_path):
-    opened = tmp_path / "opened.txt"
-    browser = f"{sys.executable} -c \"import sys; open(sys.argv[1], 'w').write(sys.argv[2])\" {opened} %s"
-    server = Server(home, "--open", env={"NANOCHAT_API_KEY": "s3cret", "BROWSER": browser})  # webbrowser runs $BROWSER
-    try:
-        assert "Bearer s3cret" not in "".join(server.lines)  # a key you gave is not printed
-        assert server.json("GET", "/v1/models")[0] == 401
-        assert server.json("GET", "/v1/models", headers={"Authorization": "Bearer s3cret"})[0] == 200
-        _wait(opened.exists)
-        time.sleep(0.2)
-        assert opened.read_text() == server.url + "/"
-    finally:
-        server.stop()
+def test_a_key_is_required_beyond_loopback(servers):
+    server = servers["open"]
+    printed = "".join(server.lines)
+    assert "every API call needs the API key" in printed
+    key = printed.split("Authorization: Bearer ")[1].split()[0]
+    assert len(key) >= 24
+    status, body = server.json("GET", "/v1/models")
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    assert server.json("GET", "/v1/models", headers={"Authorization": "Bearer wrong"})[0] == 401
+    assert server.json("GET", "/api/stats")[0] == 401
+    assert server.json("GET", "/v1/models", headers={"Authorization": f"Bearer {key}"})[0] == 200
+    assert server.json("GET", "/v1/models", headers={"X-API-Key": key})[0] == 200
+    assert server.json("GET", "/api/health") == (200, {"status": "ok", "auth_required": True,
+                                                       "default_model": "tiny/sft"})
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+    assert client.chat.completions.create(messages=HELLO, model="tiny/sft", max_tokens=2).choices
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server.url + "/v1", api_key="nope", max_retries=0).models.list()
 
 
 def serve(home, *args, timeout=120):
@@ -358,11 +349,32 @@ def test_a_damaged_checkpoint_names_its_path(tmp_path, home):
     import shutil
     copy = tmp_path / "home"
     shutil.copytree(home, copy)
-    weights = copy / "runs" / "tiny" / "checkpoints" / "sft" / "step_000010" / "model.pt"
-    weights.write_bytes(weights.read_bytes()[:1000])
+    for stage, step in (("sft", 10), ("mid", 7)):
+        weights = copy / "runs" / "tiny" / "checkpoints" / stage / f"step_{step:06d}" / "model.pt"
+        weights.write_bytes(weights.read_bytes()[:1000])
     code, out = serve(copy, "--port", "0")
     assert code == 2 and "is damaged" in out and "checkpoints/sft/step_000010" in out
     assert "nanochat run --name tiny --stage sft" in out and "Traceback" not in out
+    # a damaged model that is not the default is found on first use; this server also takes its key from
+    # the environment and opens the page with --open (webbrowser runs $BROWSER)
+    opened = tmp_path / "opened.txt"
+    browser = f"{sys.executable} -c \"import sys; open(sys.argv[1], 'w').write(sys.argv[2])\" {opened} %s"
+    server = Server(copy, "--stage", "base", "--open", env={"NANOCHAT_API_KEY": "s3cret", "BROWSER": browser})
+    key = {"Authorization": "Bearer s3cret"}
+    try:
+        assert "Bearer s3cret" not in "".join(server.lines)  # a key you gave is not printed
+        assert server.json("GET", "/v1/models")[0] == 401
+        status, body = server.json("POST", "/v1/chat/completions", {"model": "tiny/mid", "messages": HELLO},
+                                   headers=key)
+        assert status == 503 and body["error"]["code"] == "model_unavailable"
+        assert "checkpoints/mid/step_000007" in body["error"]["message"] and "damaged" in body["error"]["message"]
+        status, body = server.json("POST", "/v1/chat/completions", {"messages": HELLO, "max_tokens": 2}, headers=key)
+        assert status == 200 and body["model"] == "tiny/base"
+        _wait(opened.exists)
+        time.sleep(0.2)
+        assert opened.read_text() == server.url + "/"
+    finally:
+        server.stop()
 
 
 def test_a_port_in_use_suggests_the_next_free_one(home):

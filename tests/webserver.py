@@ -21,20 +21,25 @@ NANOCHAT = str(Path(sys.executable).parent / "nanochat")
 def server_env(home, **extra):
     # one torch thread: the test machine is small and shared, and several servers may run at once
     return {**os.environ, "NANOCHAT_HOME": str(home), "NANOCHAT_DTYPE": "fp32", "OMP_NUM_THREADS": "1",
-            "PYTHONIOENCODING": "utf-8", **extra}
+            "PYTHONIOENCODING": "utf-8", "NANOCHAT_LANG": "en", **extra}
 
 
 class Server:
     """`nanochat serve --port 0 ...` until stop(); .url is its address, .lines what it printed."""
 
-    def __init__(self, home, *args, env=None, timeout=120):
+    def __init__(self, home, *args, env=None, timeout=120, wait=True):
         self.proc = subprocess.Popen([NANOCHAT, "serve", "--port", "0", "--device", "cpu", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=server_env(home, **(env or {})))
         self.lines, self._lines = [], queue.SimpleQueue()
         threading.Thread(target=self._read, daemon=True).start()
-        deadline = time.monotonic() + timeout
         self.url = None
+        if wait:
+            self.wait_ready(timeout)
+
+    def wait_ready(self, timeout=120):
+        """Until it prints its address (servers started with wait=False start side by side)."""
+        deadline = time.monotonic() + timeout
         while self.url is None:
             try:
                 line = self._lines.get(timeout=max(0.1, deadline - time.monotonic()))
@@ -47,6 +52,7 @@ class Server:
                 self.url = line.split(" at ")[1].split()[0].rstrip("/")
         self.host, self.port = self.url.removeprefix("http://").rsplit(":", 1)
         self.port = int(self.port)
+        return self
 
     def _read(self):
         for line in self.proc.stdout:

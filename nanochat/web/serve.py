@@ -15,6 +15,7 @@ import socket
 import sys
 
 from nanochat.errors import NanochatError
+from nanochat.i18n import t
 
 SPARE_THREADS = 8  # for the page, /api/stats, /v1/models and the 503s while every worker is busy
 
@@ -98,8 +99,7 @@ def main(args) -> int:
 
     default = choose_default(args.run, args.stage, args.checkpoint, args.tokenizer)
     workers = args.workers or default_workers(args.device)
-    print(f"nanochat: loading {default.id} (step {default.step}) on {workers} worker(s)...", file=sys.stderr,
-          flush=True)
+    print(t("serve.loading", model=default.id, step=default.step, workers=workers), file=sys.stderr, flush=True)
     app = create_app(default_model=default, workers=workers, api_key=key, max_models=args.max_models,
                      queue_size=args.queue_size, device=args.device)
     return run(app, args.host, args.port, key, generated, workers + args.queue_size + SPARE_THREADS, args.open)
@@ -115,14 +115,12 @@ def run(app, host, port, key, generated, threads, open_browser) -> int:
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{server.effective_port}/"
     if not is_loopback(host):
-        print(f"nanochat: {host} is reachable beyond this machine, so every API call needs the API key",
-              flush=True)
+        print(t("serve.beyond", host=host), flush=True)
     if generated:
-        print(f"nanochat: API key (generated for this run; set one with --api-key or NANOCHAT_API_KEY):\n"
-              f"  Authorization: Bearer {key}", flush=True)
+        print(t("serve.key_generated", secret=key), flush=True)
     elif key:
-        print("nanochat: every API call needs the API key you gave (Authorization: Bearer <key>)", flush=True)
-    print(f"nanochat: serving the chat page at {url} and the OpenAI-compatible API at {url}v1", flush=True)
+        print(t("serve.key_given"), flush=True)
+    print(t("serve.serving", url=url), flush=True)
     if open_browser:
         import threading
         import webbrowser
@@ -130,7 +128,7 @@ def run(app, host, port, key, generated, threads, open_browser) -> int:
     try:
         server.run()
     except KeyboardInterrupt:
-        print("nanochat: stopped", file=sys.stderr)
+        print(t("serve.stopped"), file=sys.stderr)
     finally:
         server.close()
         app.extensions["nanochat"].pool.close()

@@ -128,7 +128,7 @@ class Worker(threading.Thread):
             while len(self.engines) >= self.pool.max_models:
                 self.engines.popitem(last=False)  # the least recently used model goes
                 self.pool.free_device_memory()
-            plain, _, _, _ = model.load(self.pool.device, local_rank=self.index)
+            plain, _, _, _ = model.load(self.pool.device, local_rank=self.index % self.pool.gpus)
             engine = CountingEngine(plain.model, plain.tokenizer)
             self.pool.count("models_loaded")
         self.engines[model.id] = engine
@@ -173,7 +173,9 @@ class WorkerPool:
         if workers < 1 or queue_size < 1 or max_models < 1:
             raise ValueError(f"workers ({workers}), queue_size ({queue_size}) and max_models ({max_models}) "
                              "must each be at least 1")
+        import torch
         self.catalog, self.device, self.max_models = catalog, device, max_models
+        self.gpus = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1  # worker i: GPU i % gpus
         self.queue = queue.Queue(maxsize=queue_size)
         self.queue_size = queue_size
         self.workers = [Worker(self, i) for i in range(workers)]
