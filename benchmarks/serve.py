@@ -167,7 +167,9 @@ def main():
         served_one = statistics.median(r["tok_per_s"] for r in one)
         ttft = sorted(r["ttft_p50_s"] for r in one)  # one request per round: its own time to first token
         levels = {"1": {"clients": 1, "requests": len(one), "tokens": sum(r["tokens"] for r in one),
-                        "tok_per_s": served_one, "ttft_p50_s": round(statistics.median(ttft), 4),
+                        "tok_per_s": served_one,
+                        "worker_tok_per_s": round(statistics.median(r["worker_tok_per_s"] for r in one), 1),
+                        "ttft_p50_s": round(statistics.median(ttft), 4),
                         "ttft_p95_s": ttft[min(len(ttft) - 1, int(0.95 * len(ttft)))]}}
         for clients in (4, 16):
             levels[str(clients)] = server_round(host, port, model, clients, args.requests, args.tokens, headers)
@@ -179,7 +181,8 @@ def main():
             tmp.cleanup()
     result = {"model": model, "device": args.device, "tokens_per_reply": args.tokens,
               "engine": {"tok_per_s": round(engine_rate, 1), "ttft_s": round(statistics.median(engine_ttft), 4)},
-              "server": levels, "overhead_1_client": round(1 - served_one / engine_rate, 4)}
+              "server": levels, "overhead_1_client": round(1 - served_one / engine_rate, 4),
+              "overhead_1_client_vs_its_worker": round(1 - served_one / levels["1"]["worker_tok_per_s"], 4)}
     print(json.dumps(result))
 
 

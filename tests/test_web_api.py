@@ -197,6 +197,11 @@ def test_errors_in_openai_shape(client, server):
     ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, "messages[1].role"),
     ({"messages": [{"role": "user", "content": "\ud800"}]}, "messages[0].content"),
     ({"messages": HELLO, "n": 2}, "n"),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "python", "text": "1"}]},
+                   {"role": "user", "content": "b"}]}, "messages[1].content"),
+    ({"messages": [{"role": "user", "content": "a"},
+                   {"role": "assistant", "content": [{"type": "python_output", "text": "1"}]},
+                   {"role": "user", "content": "b"}]}, "messages[1].content"),
     ({"messages": HELLO, "model": 7}, "model"),
     ([1, 2], "body"),
 ])

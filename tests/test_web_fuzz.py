@@ -50,6 +50,19 @@ def hostile_message(rng):
     return message
 
 
+def hostile_conversation(rng):
+    """Roles in a valid order (system?, user, assistant, ..., user) with hostile contents and part lists."""
+    messages = [{"role": "system", "content": hostile_text(rng)}] if rng.random() < 0.3 else []
+    for turn in range(rng.randrange(1, 6) * 2 - 1):
+        role = "user" if turn % 2 == 0 else "assistant"
+        content = hostile_text(rng)
+        if role == "assistant" and rng.random() < 0.6:
+            content = [{"type": rng.choice(["text", "python", "python_output"]), "text": hostile_text(rng)}
+                       for _ in range(rng.randrange(1, 5))]
+        messages.append({"role": role, "content": content})
+    return messages
+
+
 def hostile_body(rng):
     """A request body as bytes: mostly a plausible request with one or more fields made hostile."""
     body = {"model": "tiny/sft", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 2,
@@ -60,8 +73,9 @@ def hostile_body(rng):
                             "tools", "logprobs", "whole"])
         if field == "messages":
             count = rng.choice([0, 1, 2, 3, 5, 501])
-            body["messages"] = [hostile_message(rng) for _ in range(count)] if rng.random() < 0.7 else \
-                rng.choice(VALUES)
+            roll = rng.random()
+            body["messages"] = hostile_conversation(rng) if roll < 0.4 else \
+                [hostile_message(rng) for _ in range(count)] if roll < 0.85 else rng.choice(VALUES)
         elif field == "model":
             body["model"] = rng.choice(VALUES + ["tiny/mid", "tiny/base", "../../etc/passwd", "tiny/", "/sft",
                                                  "x" * 300])

@@ -109,8 +109,11 @@ def _unknown_model(model_id):
 def _generation_error(exc, served):
     from nanochat.engine import ContextFull
     from nanochat.models import ModelError
+    from nanochat.tokenizer import TokenizerError
     if isinstance(exc, ContextFull):
         return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, TokenizerError):  # a conversation the chat format cannot hold (validation checks first)
+        return ApiError(400, str(exc), param="messages")
     if isinstance(exc, ModelError):  # e.g. its checkpoint was damaged after the server started
         return ApiError(503, f"the model {served.id} cannot be loaded: {exc}", param="model",
                         code="model_unavailable")

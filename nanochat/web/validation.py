@@ -147,6 +147,16 @@ def _content(content, role, where):
             raise bad(f"{at}.text must be a string, got {_type(text)}", f"{at}.text")
         _check_text(text, f"{at}.text")
         parts.append({"type": kind, "text": text})
+    for k, part in enumerate(parts):  # a calculator call and its answer come as a pair
+        after_call = k > 0 and parts[k - 1]["type"] == "python"
+        if (part["type"] == "python_output") != after_call:
+            what = "a python_output part must directly follow a python part" if part["type"] == "python_output" \
+                else "a python part must be directly followed by its python_output part"
+            raise bad(f"{where}.content[{k if part['type'] == 'python_output' else k - 1}]: {what}",
+                      f"{where}.content")
+    if parts and parts[-1]["type"] == "python":
+        raise bad(f"{where}.content[{len(parts) - 1}]: a python part must be directly followed by its "
+                  "python_output part", f"{where}.content")
     chars = sum(len(p["text"]) for p in parts)
     if role != "assistant":
         text = "".join(p["text"] for p in parts)

@@ -91,6 +91,7 @@ class Worker(threading.Thread):
         super().__init__(name=f"nanochat-engine-{index}", daemon=True)
         self.pool, self.index = pool, index
         self.engines = collections.OrderedDict()  # model id -> CountingEngine, least recently used first
+        self.loaded = ()
         self.busy = False
         self.ready = threading.Event()
         self.start_error = None
@@ -132,6 +133,7 @@ class Worker(threading.Thread):
             engine = CountingEngine(plain.model, plain.tokenizer)
             self.pool.count("models_loaded")
         self.engines[model.id] = engine
+        self.loaded = tuple(self.engines)  # what /api/stats reads from other threads: never the live dict
         return engine
 
     def serve(self, job):
@@ -224,7 +226,7 @@ class WorkerPool:
             "requests": {k: counters.get(k, 0) for k in ("served", "cancelled", "failed", "rejected")},
             "tokens_served": counters.get("tokens", 0),
             "models_loaded": counters.get("models_loaded", 0),
-            "loaded": sorted({m for w in self.workers for m in list(w.engines)}),
+            "loaded": sorted({m for w in self.workers for m in w.loaded}),
         }
 
     def close(self):
