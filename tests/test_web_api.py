@@ -30,10 +30,10 @@ def home(run):
 @pytest.fixture(scope="module")
 def servers(home):
     """Three servers started side by side: the default one, one that is easy to fill (one worker, a queue of
-    2) and one bound beyond loopback (its API key is generated)."""
+    2) and one bound beyond loopback (its API key is generated) with two workers."""
     started = {"main": Server(home, wait=False),
                "small": Server(home, "--queue-size", "2", "--workers", "1", wait=False),
-               "open": Server(home, "--host", "0.0.0.0", wait=False)}
+               "open": Server(home, "--host", "0.0.0.0", "--workers", "2", wait=False)}
     try:
         yield {name: server.wait_ready() for name, server in started.items()}
     finally:
@@ -291,15 +291,10 @@ def test_a_flood_beyond_the_queue_gets_503_not_a_hang(small_server):
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_client_that_disconnects_frees_its_worker(small_server, stream):
     before = small_server.stats()
-    body = json.dumps({**LONG, "max_tokens": 4000, "stream": stream}).encode()
-    sock = socket.create_connection((small_server.host, small_server.port))
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
     if stream:
-        received = b""
-        while b'"content": "' not in received:  # it is generating
-            received += sock.recv(4096)
+        sock = _start_stream(small_server, {**LONG, "max_tokens": 4000})
     else:
+        sock = _send(small_server, {**LONG, "max_tokens": 4000})
         _wait(lambda: small_server.stats()["workers"]["busy"] == 1)
     sock.close()
     _wait(lambda: small_server.stats()["workers"]["busy"] == 0)
@@ -310,6 +305,27 @@ def test_a_client_that_disconnects_frees_its_worker(small_server, stream):
     status, reply = small_server.json("POST", "/v1/chat/completions", {**LONG, "max_tokens": 3})
     assert status == 200 and reply["usage"]["completion_tokens"] == 3
     assert time.monotonic() - started < 30
+
+
+def _send(server, body, headers=None):
+    """A raw connection with one request sent: the test decides when the client goes away."""
+    body = json.dumps(body).encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()).encode()
+    sock = socket.create_connection((server.host, server.port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + extra +
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    return sock
+
+
+def _start_stream(server, body, headers=None):
+    """A raw connection with a streamed reply under way (its first text received)."""
+    sock = _send(server, {**body, "stream": True}, headers)
+    received = b""
+    while b'"content": "' not in received:
+        data = sock.recv(4096)
+        assert data, received
+        received += data
+    return sock
 
 
 def _wait(condition, timeout=20):
@@ -337,6 +353,18 @@ def test_a_key_is_required_beyond_loopback(servers):
     assert client.chat.completions.create(messages=HELLO, model="tiny/sft", max_tokens=2).choices
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=server.url + "/v1", api_key="nope", max_retries=0).models.list()
+
+
+def test_two_workers_generate_at_once(servers):
+    server = servers["open"]
+    key = "".join(server.lines).split("Authorization: Bearer ")[1].split()[0]
+    stats = lambda: server.json("GET", "/api/stats", headers={"X-API-Key": key})[1]  # noqa: E731
+    sockets = [_start_stream(server, {**LONG, "max_tokens": 4000}, {"X-API-Key": key}) for _ in range(2)]
+    _wait(lambda: stats()["workers"]["busy"] == 2)  # one replica each, side by side
+    for sock in sockets:
+        sock.close()
+    _wait(lambda: stats()["workers"]["busy"] == 0)
+    assert stats()["workers"]["total"] == 2 and stats()["requests"]["cancelled"] == 2
 
 
 def serve(home, *args, timeout=120):
