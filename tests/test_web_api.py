@@ -408,7 +408,13 @@ def test_a_damaged_checkpoint_names_its_path(tmp_path, home):
         time.sleep(0.2)
         assert opened.read_text() == server.url + "/"
     finally:
-        server.stop()
+        code = server.stop()
+    assert code == 0 and "nanochat: stopped" in "".join(server.lines)  # Ctrl-C ends it cleanly
+
+
+def test_an_address_this_machine_does_not_have(home):
+    code, out = serve(home, "--host", "192.0.2.1", "--port", "8000")  # TEST-NET-1: never a local address
+    assert code == 2 and "cannot listen on --host 192.0.2.1" in out and "Traceback" not in out
 
 
 def test_a_port_in_use_suggests_the_next_free_one(home):

@@ -3,6 +3,7 @@ import http.client
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -32,7 +33,8 @@ class Server:
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=server_env(home, **(env or {})))
         self.lines, self._lines = [], queue.SimpleQueue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self.url = None
         if wait:
             self.wait_ready(timeout)
@@ -80,13 +82,16 @@ class Server:
         return self.json("GET", "/api/stats")[1]
 
     def stop(self):
+        """Ctrl-C, as a person stops it (terminate on Windows); killed if it does not stop. Returns the exit code."""
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(signal.SIGINT if os.name != "nt" else signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._reader.join(10)  # every line it printed is in .lines
+        return self.proc.returncode
 
 
 def sse_events(raw: bytes):

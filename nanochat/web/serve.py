@@ -8,6 +8,7 @@ waitress (pure Python, Linux / macOS / Windows) runs it, never Flask's developme
 count covers the workers, the whole queue and a few spare threads, so a request beyond the queue is
 answered 503 at once instead of waiting unseen for a free thread.
 """
+import errno
 import ipaddress
 import os
 import secrets
@@ -16,6 +17,7 @@ import sys
 
 from nanochat.errors import NanochatError
 from nanochat.i18n import t
+from nanochat.web import QUEUE_SIZE
 
 SPARE_THREADS = 8  # for the page, /api/stats, /v1/models and the 503s while every worker is busy
 
@@ -35,8 +37,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=None,
                         help="engine workers, one model replica each (default: one per GPU, 1 on a CPU)")
-    parser.add_argument("--queue-size", type=int, default=32,
-                        help="requests that may wait for a worker; past that the API answers 503 (default 32)")
+    parser.add_argument("--queue-size", type=int, default=QUEUE_SIZE,
+                        help=f"requests that may wait for a worker; past that the API answers 503 (default {QUEUE_SIZE})")
     parser.add_argument("--max-models", type=int, default=2,
                         help="models a worker keeps loaded; the least recently used is unloaded past that")
     parser.add_argument("--api-key", help="the key API calls must send (default: $NANOCHAT_API_KEY; with a "
@@ -55,14 +57,22 @@ def is_loopback(host) -> bool:
 
 
 def port_free(host, port) -> bool:
+    """Whether `port` can be bound on `host`; ServeError for an address this machine cannot listen on."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}: {exc.strerror or exc}") from None
+    with sock:
         if os.name != "nt":  # the same option waitress sets: a port in TIME_WAIT is still usable
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES) or getattr(exc, "winerror", None) == 10048:
+                return False
+            raise ServeError(f"cannot listen on --host {host}: {exc.strerror or exc} (is it an address of this "
+                             "machine? 127.0.0.1 is this machine only, 0.0.0.0 every interface)") from None
     return True
 
 
@@ -110,8 +120,14 @@ def run(app, host, port, key, generated, threads, open_browser) -> int:
     from waitress import create_server
 
     # waitress refuses bodies past its own limit in plain text; below it the app answers 413 in JSON
-    server = create_server(app, host=host, port=port, threads=threads, channel_request_lookahead=1,
-                           max_request_body_size=8 * app.config["MAX_CONTENT_LENGTH"], ident="nanochat")
+    try:
+        server = create_server(app, host=host, port=port, threads=threads, channel_request_lookahead=1,
+                               max_request_body_size=8 * app.config["MAX_CONTENT_LENGTH"], ident="nanochat")
+    except OSError as exc:  # taken while the model loaded, or an address this machine does not have
+        app.extensions["nanochat"].pool.close()
+        free = next_free_port(host, port) if port else None
+        hint = f"; try --port {free}" if free else ""
+        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror or exc}){hint}") from None
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{server.effective_port}/"
     if not is_loopback(host):
@@ -126,10 +142,11 @@ def run(app, host, port, key, generated, threads, open_browser) -> int:
         import webbrowser
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
     try:
-        server.run()
+        server.run()  # returns on Ctrl-C (waitress catches it)
     except KeyboardInterrupt:
-        print(t("serve.stopped"), file=sys.stderr)
+        pass
     finally:
         server.close()
         app.extensions["nanochat"].pool.close()
+    print(t("serve.stopped"), file=sys.stderr)
     return 0
