@@ -221,6 +221,14 @@ def test_bad_bytes_json_and_size(server):
     assert status == 413 and "at most 1,048,576" in json.loads(data)["error"]["message"]
 
 
+def test_a_vanishing_temperature_is_greedy(server, sft):
+    text = expected_reply(sft, HELLO, max_tokens=6, temperature=0.0)[0]
+    for temperature in (1e-300, 5e-324):  # logits / temperature would overflow to inf
+        status, reply = server.json("POST", "/v1/chat/completions", {"messages": HELLO, "max_tokens": 6,
+                                                                      "temperature": temperature})
+        assert status == 200 and reply["choices"][0]["message"]["content"] == text
+
+
 def test_a_conversation_longer_than_the_context(server):
     long = "今天天气很好。" * 1100  # under 8,000 characters, over the tiny model's 4,200-token context
     status, reply = server.json("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": long}]})

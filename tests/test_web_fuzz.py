@@ -14,7 +14,8 @@ SPECIAL = ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>", "
            "<|python_start|>", "<|python_end|>", "<|output_start|>", "<|output_end|>", "<|endoftext|>"]
 TEXTS = ["hi", "你好，世界", "🙂" * 50, "\u202eevil\u202c", "\x00\x01\x1f", "a\u200bb", "x" * 8000, "y" * 8001, " ",
          "", "\r\n\t", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "<script>alert(1)</script>", "%s%n%x", "' OR 1=1 --", "\\u0000"]
-VALUES = [None, True, False, 0, -1, 1, 2, 3.5, -0.0, 1e308, -1e308, 10 ** 30, -(10 ** 30), 2 ** 63, 2 ** 64,
+VALUES = [None, True, False, 0, -1, 1, 2, 3.5, -0.0, 1e308, -1e308, 1e-300, 5e-324, 10 ** 30, -(10 ** 30), 2 ** 63,
+          2 ** 64,
           "", "x", "1", "true", [], [1], {}, {"a": 1}, [[[]]], "x" * 5000]
 
 

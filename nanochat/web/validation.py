@@ -79,7 +79,7 @@ def chat_request(body) -> ChatRequest:
     max_key = "max_completion_tokens" if body.get("max_tokens") is None else "max_tokens"
     return ChatRequest(
         model=model, messages=_messages(body.get("messages")), stream=stream, include_usage=include_usage,
-        temperature=_number(body, "temperature", *TEMPERATURE),
+        temperature=_temperature(body),
         top_k=_integer(body, "top_k", *TOP_K),
         top_p=_top_p(body.get("top_p")),
         max_tokens=_integer(body, max_key, *MAX_TOKENS),
@@ -193,6 +193,12 @@ def _number(obj, name, low, high, default):
             or not low <= value <= high:
         raise bad(f"'{name}' must be a number from {low:g} to {high:g}, got {_show(value)}", name)
     return float(value)
+
+
+def _temperature(body):
+    """Below a millionth sampling is greedy anyway, and logits divided by 1e-300 overflow to inf: use 0."""
+    value = _number(body, "temperature", *TEMPERATURE)
+    return 0.0 if value < 1e-6 else value
 
 
 def _integer(obj, name, low, high, default):
