@@ -376,6 +376,19 @@ def test_two_workers_generate_at_once(servers):
     assert stats()["workers"]["total"] == 2 and stats()["requests"]["cancelled"] == 2
 
 
+def test_a_checkpoint_outside_a_run(run, tmp_path):
+    """--checkpoint PATH: inside a run it is that run's model; elsewhere "checkpoint/<folder>"."""
+    import shutil
+    from nanochat.web.catalog import from_checkpoint
+    assert from_checkpoint(run.checkpoint_dir("sft") / "step_000010").id == "tiny/sft"
+    loose = tmp_path / "step_000010"
+    shutil.copytree(run.checkpoint_dir("sft") / "step_000010", loose)
+    model = from_checkpoint(loose, tokenizer=str(run.checkpoint_dir("tokenizer")))
+    assert (model.id, model.step, model.run) == ("checkpoint/step_000010", 10, None)
+    engine, mode, loaded, _ = model.load("cpu")
+    assert mode == "chat" and "step 10" in loaded
+
+
 def serve(home, *args, timeout=120):
     result = subprocess.run([NANOCHAT, "serve", "--device", "cpu", *args], capture_output=True, text=True,
                             env=server_env(home), timeout=timeout)
@@ -401,7 +414,8 @@ def test_a_damaged_checkpoint_names_its_path(tmp_path, home):
     # the environment and opens the page with --open (webbrowser runs $BROWSER)
     opened = tmp_path / "opened.txt"
     browser = f"{sys.executable} -c \"import sys; open(sys.argv[1], 'w').write(sys.argv[2])\" {opened} %s"
-    server = Server(copy, "--stage", "base", "--open", env={"NANOCHAT_API_KEY": "s3cret", "BROWSER": browser})
+    base = copy / "runs" / "tiny" / "checkpoints" / "pretrain" / "step_000005"
+    server = Server(copy, "--checkpoint", str(base), "--open", env={"NANOCHAT_API_KEY": "s3cret", "BROWSER": browser})
     key = {"Authorization": "Bearer s3cret"}
     try:
         assert "Bearer s3cret" not in "".join(server.lines)  # a key you gave is not printed
