@@ -197,6 +197,9 @@ def test_errors_in_openai_shape(client, server):
     ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, "messages[1].role"),
     ({"messages": [{"role": "user", "content": "\ud800"}]}, "messages[0].content"),
     ({"messages": HELLO, "n": 2}, "n"),
+    ({"messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"messages": HELLO, "stop": [""]}, "stop"),
+    ({"messages": HELLO, "stop": 7}, "stop"),
     ({"messages": [{"role": "user", "content": "a"},
                    {"role": "assistant", "content": [{"type": "python", "text": "1"}]},
                    {"role": "user", "content": "b"}]}, "messages[1].content"),
@@ -219,6 +222,26 @@ def test_bad_bytes_json_and_size(server):
         assert status == 400 and words in json.loads(data)["error"]["message"], data[:200]
     status, _, data = server.request("POST", "/v1/chat/completions", b" " * ((1 << 20) + 1))
     assert status == 413 and "at most 1,048,576" in json.loads(data)["error"]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_strings_end_the_reply_before_them(server, run, stream):
+    engine = load_engine(run, "mid")  # greedy and never stops by itself
+    text = expected_reply(engine, HELLO, max_tokens=40, temperature=0.0)[0]
+    stop = text[12:15]
+    body = {"model": "tiny/mid", "messages": HELLO, "max_tokens": 40, "temperature": 0, "stream": stream,
+            "stop": ["never-in-this-text", stop]}
+    status, _, raw = server.request("POST", "/v1/chat/completions", body)
+    assert status == 200
+    if stream:
+        events, done = sse_events(raw)
+        got = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+        last = events[-1]
+    else:
+        last = json.loads(raw)
+        got = last["choices"][0]["message"]["content"]
+    assert got == text[:text.find(stop)] and last["choices"][0]["finish_reason"] == "stop"
+    assert last["nanochat"]["message"]["content"] == got
 
 
 def test_a_vanishing_temperature_is_greedy(server, sft):

@@ -69,7 +69,7 @@ def chat_completions():
     if served is None:
         raise _unknown_model(req.model)
     job = Job(served, req.messages, max_tokens=req.max_tokens, temperature=req.temperature, top_k=req.top_k,
-              top_p=req.top_p, seed=req.seed)
+              top_p=req.top_p, seed=req.seed, stop=req.stop)
     try:
         s.pool.submit(job)
     except QueueFull as exc:

@@ -2,8 +2,7 @@
 
 Everything a client sends passes through here before it reaches a worker, so a wrong type, an unknown
 role, a huge number, bad JSON or bad UTF-8 is answered with a 400 and never turns into a 5xx later.
-Fields OpenAI defines that nanochat cannot honour (n > 1, stop sequences, tools, logprobs) are refused
-by name; fields it does not know are ignored, as OpenAI-compatible servers do.
+Fields OpenAI defines that nanochat cannot honour (n > 1, tools, logprobs) are refused by name; fields it does not know are ignored, as OpenAI-compatible servers do.
 """
 import json
 import math
@@ -19,6 +18,7 @@ TEMPERATURE = (0.0, 2.0, 0.6)   # min, max, default
 TOP_K = (0, 200, 50)            # 0 = no limit
 MAX_TOKENS = (1, 4096, 512)
 MAX_SEED = (1 << 63) - 1
+MAX_STOPS, MAX_STOP_CHARS = 4, 200
 
 
 @dataclass
@@ -32,6 +32,7 @@ class ChatRequest:
     top_p: float | None
     max_tokens: int
     seed: int | None
+    stop: tuple          # strings that end the reply where they first appear (not included)
 
 
 def bad(message, param):
@@ -66,8 +67,8 @@ def chat_request(body) -> ChatRequest:
     model = body.get("model")
     if model is not None and (not isinstance(model, str) or not 0 < len(model) <= 200):
         raise bad(f"'model' must be a model id such as \"<run>/sft\" (see GET /v1/models), got {_show(model)}", "model")
-    for name, allowed in (("n", (None, 1)), ("logprobs", (None, False)), ("stop", (None, [], "")),
-                          ("tools", (None, [])), ("functions", (None, []))):
+    for name, allowed in (("n", (None, 1)), ("logprobs", (None, False)), ("tools", (None, [])),
+                          ("functions", (None, []))):
         if body.get(name) not in allowed or isinstance(body.get(name), bool) and name == "n":
             raise bad(f"'{name}' = {_show(body.get(name))} is not supported by nanochat; leave it out", name)
     stream = _bool(body, "stream", False)
@@ -83,7 +84,8 @@ def chat_request(body) -> ChatRequest:
         top_k=_integer(body, "top_k", *TOP_K),
         top_p=_top_p(body.get("top_p")),
         max_tokens=_integer(body, max_key, *MAX_TOKENS),
-        seed=_seed(body.get("seed")))
+        seed=_seed(body.get("seed")),
+        stop=_stop(body.get("stop")))
 
 
 def _messages(messages):
@@ -218,6 +220,20 @@ def _top_p(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise bad(f"'top_p' must be a number above 0 and at most 1, got {_show(value)}", "top_p")
     return None if value == 1 else float(value)
+
+
+def _stop(value):
+    """OpenAI's `stop`: a string or a list of up to MAX_STOPS non-empty strings."""
+    if value is None or value == "" or value == []:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not 0 < len(stops) <= MAX_STOPS or \
+            not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in stops):
+        raise bad(f"'stop' must be a string or a list of 1 to {MAX_STOPS} strings of 1 to {MAX_STOP_CHARS} "
+                  f"characters, got {_show(value)}", "stop")
+    for stop in stops:
+        _check_text(stop, "stop")
+    return tuple(stops)
 
 
 def _seed(value):

@@ -42,8 +42,8 @@ class Result:
 class Job:
     """One reply to generate: the request thread reads its events, the worker writes them."""
 
-    def __init__(self, model, messages, *, max_tokens, temperature, top_k, top_p=None, seed=None):
-        self.model, self.messages = model, messages
+    def __init__(self, model, messages, *, max_tokens, temperature, top_k, top_p=None, seed=None, stop=()):
+        self.model, self.messages, self.stop = model, messages, tuple(stop)
         self.sampling = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p,
                              seed=seed)
         self.arrived = time.monotonic()
@@ -65,6 +65,33 @@ class Job:
             return self._events.get(timeout=timeout)
         except queue.Empty:
             return None
+
+
+class StopStrings:
+    """Cuts a stream of text at the first of some strings: text that could be the start of one is held back
+    until the next delta shows whether it is."""
+
+    def __init__(self, stops):
+        self.stops, self.held, self.text = stops, "", ""
+
+    def push(self, delta):
+        """(text to show now, whether a stop string was reached)."""
+        text = self.held + delta
+        found = [i for i in (text.find(stop) for stop in self.stops) if i >= 0]
+        if found:
+            self.held = ""
+            return self._show(text[:min(found)]), True
+        keep = max((k for stop in self.stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
+        self.held = text[len(text) - keep:]
+        return self._show(text[:len(text) - keep]), False
+
+    def flush(self):
+        held, self.held = self.held, ""
+        return self._show(held)
+
+    def _show(self, text):
+        self.text += text
+        return text
 
 
 class CountingEngine(Engine):
@@ -139,6 +166,7 @@ class Worker(threading.Thread):
     def serve(self, job):
         engine = self.engine_for(job.model)
         engine.job = job
+        stops = StopStrings(job.stop) if job.stop else None
         try:
             stream = engine.chat(job.messages, **job.sampling)
             started = first = None
@@ -148,9 +176,20 @@ class Worker(threading.Thread):
                     delta = next(stream)
                 except StopIteration as stop:
                     message = stop.value
+                    if stops and stops.held:
+                        job.put("delta", stops.flush())
                     break
                 first = first or time.monotonic()
-                job.put("delta", delta)
+                reached = False
+                if stops:
+                    delta, reached = stops.push(delta)
+                if delta:
+                    job.put("delta", delta)
+                if reached:  # the client's stop string: the reply ends before it
+                    stream.close()
+                    job.stopped = True
+                    message = {"role": "assistant", "content": stops.text}
+                    break
                 if job.cancelled.is_set():
                     stream.close()
                     self.pool.count("cancelled", tokens=job.tokens)
