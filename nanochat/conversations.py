@@ -62,6 +62,15 @@ def message_text(message: dict) -> str:
     return "".join(shown[p["type"]].format(p["text"]) for p in content)
 
 
+def _check_text(value: str, where: str) -> None:
+    """A lone surrogate ("\\ud800" in JSON) is no text: it could never be written to a UTF-8 file."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConversationError(f"{where} holds an unpaired surrogate (character {exc.start}); "
+                                "send valid Unicode text") from None
+
+
 def validate(conv: dict) -> dict:
     """Check the shape and the limits; returns conv. Raises ConversationError naming the field."""
     if not isinstance(conv, dict):
@@ -70,6 +79,8 @@ def validate(conv: dict) -> dict:
         value = conv.get(key)
         if value is not None and not isinstance(value, str):
             raise ConversationError(f"'{key}' must be a string or null, got {type(value).__name__}")
+        if value is not None:
+            _check_text(value, f"'{key}'")
     if len(conv.get("title") or "") > MAX_TITLE_CHARS:
         raise ConversationError(f"'title' has {len(conv['title'])} characters; at most {MAX_TITLE_CHARS}")
     messages = conv.get("messages", [])
@@ -90,15 +101,20 @@ def validate(conv: dict) -> dict:
                 if not (isinstance(part, dict) and part.get("type") in PART_TYPES and isinstance(part.get("text"), str)):
                     raise ConversationError(f"{where}.content[{k}] must be {{'type': one of {', '.join(PART_TYPES)}, "
                                             f"'text': string}}")
+                _check_text(part["text"], f"{where}.content[{k}]")
         elif not isinstance(content, str):
             raise ConversationError(f"{where}.content must be a string or a list of parts, "
                                     f"got {type(content).__name__}")
+        else:
+            _check_text(content, f"{where}.content")
         size = len(message_text(m))
         if size > MAX_MESSAGE_CHARS:
             raise ConversationError(f"{where} has {size} characters; at most {MAX_MESSAGE_CHARS}")
         total += size
         if "meta" in m and not isinstance(m["meta"], dict):
             raise ConversationError(f"{where}.meta must be an object")
+        if "meta" in m:
+            _check_text(json.dumps(m["meta"], ensure_ascii=False), f"{where}.meta")
     if total > MAX_CONVERSATION_CHARS:
         raise ConversationError(f"the conversation has {total} characters; at most {MAX_CONVERSATION_CHARS}")
     return conv
