@@ -1,0 +1,96 @@
+"""The dashboard application: four screens (runs, checkpoints, chat, plugins), the command palette,
+key bindings and the language switch.
+
+Every file is read by worker threads (watch.py); the UI thread only puts figures on screen.
+"""
+import dataclasses
+import threading
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+
+from nanochat import i18n
+from nanochat.app.watch import HomeWatcher
+from nanochat.i18n import t
+
+
+class NanochatApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "nanochat"
+    MODES = {  # each screen is imported when first shown
+        "runs": lambda: _screen("runs", "RunsScreen"),
+        "checkpoints": lambda: _screen("checkpoints", "CheckpointsScreen"),
+        "chat": lambda: _screen("chat", "ChatScreen"),
+        "plugins": lambda: _screen("plugins", "PluginsScreen"),
+    }
+    DEFAULT_MODE = "runs"
+    BINDINGS = [
+        Binding("1", "switch_mode('runs')", t("key.runs")),
+        Binding("2", "switch_mode('checkpoints')", t("key.checkpoints")),
+        Binding("3", "switch_mode('chat')", t("key.chat")),
+        Binding("4", "switch_mode('plugins')", t("key.plugins")),
+        Binding("f2", "switch_language", t("key.language")),
+        Binding("q", "quit", t("key.quit")),
+    ]
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.watcher = HomeWatcher()
+        self.scan_lock = threading.Lock()  # one scan of the home at a time (the runs and checkpoints screens share it)
+        self.launched = {}  # run name -> Popen of the runs this dashboard started
+
+    def on_mount(self) -> None:
+        self.sub_title = t("app.subtitle")
+
+    def scan(self, focus=None):
+        """A scan of the home (call from a worker thread)."""
+        with self.scan_lock:
+            views = self.watcher.scan(focus)
+            series = {k: (list(s), list(v)) for k, (s, v) in self.watcher.series(*focus).items()} if focus else {}
+            return views, series
+
+    # -- language -----------------------------------------------------------------------------------
+    async def action_switch_language(self) -> None:
+        i18n.set_language("zh" if i18n.language() == "en" else "en")
+        self.sub_title = t("app.subtitle")
+        for node in [self, *self.screen_stack]:
+            _relabel(node)
+        for screen in self.screen_stack:
+            relabel = getattr(screen, "relabel", None)
+            if relabel:
+                await relabel()
+        self.refresh_bindings()
+        self.notify(t("app.language_now"))
+
+    # -- command palette -------------------------------------------------------------------------
+    def get_system_commands(self, screen):
+        yield from super().get_system_commands(screen)
+        for mode in self.MODES:
+            yield SystemCommand(t(f"key.{mode}"), t(f"palette.{mode}"),
+                                lambda mode=mode: self.switch_mode(mode))
+        yield SystemCommand(t("key.language"), t("palette.language"), self.action_switch_language)
+        for binding in screen.BINDINGS:  # every action of the screen on show
+            if isinstance(binding, Binding) and binding.show:
+                yield SystemCommand(t(f"key.{binding.action}"), t(f"palette.{binding.action}"),
+                                    lambda action=binding.action: self.run_action(action, screen))
+
+
+def _screen(module: str, name: str):
+    import importlib
+    return getattr(importlib.import_module(f"nanochat.app.screens.{module}"), name)()
+
+
+def _relabel(node) -> None:
+    """Re-translate the footer labels of a screen's (or the app's) bindings after a language switch."""
+    for key, bindings in node._bindings.key_to_bindings.items():
+        node._bindings.key_to_bindings[key] = [
+            dataclasses.replace(b, description=t(f"key.{_action_key(b.action)}"))
+            if f"key.{_action_key(b.action)}" in i18n.MESSAGES and b.description else b
+            for b in bindings]
+
+
+def _action_key(action: str) -> str:
+    """switch_mode('runs') -> runs; stop -> stop."""
+    if "(" in action:
+        return action.split("(", 1)[1].strip("')\"")
+    return action
