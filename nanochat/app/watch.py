@@ -199,7 +199,9 @@ class HomeWatcher:
                 view.problem = f"{directory / 'run.json'} has a stage entry without a name"
                 continue
             view.stages.append(self._stage(directory, entry, focus == (directory.name, entry["name"])))
-        problems = [f"{s.name}: {s.problem}" for s in view.stages if s.problem]
+        for stage in view.stages:  # paths inside the run are named from the run folder: short enough for a row
+            stage.problem = stage.problem and stage.problem.replace(f"{directory}{os.sep}", "")
+        problems = [s.problem for s in view.stages if s.problem]
         view.problem = view.problem or (problems[0] if problems else None)
         view.state = _run_state(view.stages)
         return view

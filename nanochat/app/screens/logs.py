@@ -20,7 +20,7 @@ class LogScreen(Screen):
     def __init__(self, path, title: str, **kw):
         super().__init__(**kw)
         self.path, self.title_text = path, title
-        self.offset, self.inode, self.follow, self.reading = 0, None, True, False
+        self.read_at, self.inode, self.follow, self.reading = 0, None, True, False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -44,21 +44,21 @@ class LogScreen(Screen):
             try:
                 st = os.stat(self.path)
             except FileNotFoundError:
-                if self.offset == 0 and self.inode is None:
+                if self.read_at == 0 and self.inode is None:
                     self.inode = -1
                     self.app.call_from_thread(self.query_one(Log).write_line, t("logs.empty"))
                 return
-            if st.st_ino != self.inode or st.st_size < self.offset:  # new or rewritten file: start again
+            if st.st_ino != self.inode or st.st_size < self.read_at:  # new or rewritten file: start again
                 first = self.inode is None or self.inode == -1
-                self.inode, self.offset = st.st_ino, max(st.st_size - FIRST_BYTES, 0) if first else 0
+                self.inode, self.read_at = st.st_ino, max(st.st_size - FIRST_BYTES, 0) if first else 0
                 self.app.call_from_thread(self.query_one(Log).clear)
-            if st.st_size == self.offset:
+            if st.st_size == self.read_at:
                 return
             with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read(st.st_size - self.offset)
+                f.seek(self.read_at)
+                data = f.read(st.st_size - self.read_at)
             end = data.rfind(b"\n") + 1  # a line being written waits for its newline
-            self.offset += end
+            self.read_at += end
             text = data[:end].decode("utf-8", errors="replace")
             if text:
                 self.app.call_from_thread(self._append, text)

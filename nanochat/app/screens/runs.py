@@ -149,8 +149,10 @@ class RunsScreen(Screen):
         if view.state == "damaged":
             return (view.name, view.preset, state_text("damaged"), "", "", view.problem or "")
         current = view.current
-        progress = f"{fmt.bar(view.done / len(view.stages) if view.stages else 0)} {view.done}/{len(view.stages)}"
-        if current and current.state == "running":
+        running = current is not None and current.state == "running"
+        fraction = (view.done + ((current.progress or 0) if running else 0)) / max(len(view.stages), 1)
+        progress = f"{fmt.bar(fraction)} {view.done}/{len(view.stages)}"
+        if running:
             progress += f"  {current.name} {fmt.percent(current.progress)}"
         note = view.problem or (current.error if current and current.state in ("failed", "interrupted") else "") or ""
         return (view.name, view.preset, state_text(view.state), progress, fmt.duration(view.eta_s), note[:120])
