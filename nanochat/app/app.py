@@ -38,6 +38,7 @@ class NanochatApp(App):
         self.watcher = HomeWatcher()
         self.scan_lock = threading.Lock()  # one scan of the home at a time (the runs and checkpoints screens share it)
         self.launched = {}  # run name -> Popen of the runs this dashboard started
+        self.chat_request = None  # a model the chat screen should load when it shows ("chat with this")
 
     def on_mount(self) -> None:
         self.sub_title = t("app.subtitle")
