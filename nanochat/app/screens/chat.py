@@ -90,7 +90,9 @@ class ChatScreen(Screen):
                                                    if self.model_id and self.model_id not in ids else []))
         if self.model_id:
             select.value = self.model_id
-        elif not ids:
+        elif ids:
+            select.value = ids[0]  # the newest chat model: what `nanochat chat` picks too
+        else:
             self._status(t("chat.no_models"))
 
     @on(Select.Changed, "#model")

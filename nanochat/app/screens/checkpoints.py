@@ -157,7 +157,10 @@ class CheckpointsScreen(Screen):
 
     def action_chat_with(self) -> None:
         row = self.selected
-        if row is None or row["step"] is None:
+        if row is None:
+            return
+        if row["step"] is None:
+            self.notify(t("ckpt.no_model", run=row["run"], stage=row["stage"]), severity="warning")
             return
         self.app.chat_request = {"checkpoint": row["path"], "label": f"{row['run']}/{row['stage']}@{row['step']}"}
         self.app.switch_mode("chat")  # the chat screen takes the request when it shows

@@ -96,7 +96,9 @@ class NewRunScreen(Screen):
     def _show_plan(self, entries, problem) -> None:
         self.valid, self.problem = problem is None, problem
         self.query_one("#new-problem", Static).update(f"[b red]{_escape(problem)}[/]" if problem else "")
-        if entries is not None:
+        if entries is None:
+            self.query_one("#resolved", TextArea).text = ""
+        else:
             text = []
             for entry in entries:
                 text.append(f"[{entry['name']}]  ({entry['stage']})")

@@ -42,6 +42,7 @@ class RunsScreen(Screen):
         self.views = []
         self.rows = {}  # run name -> the cells on screen
         self.stage_rows = []
+        self.stage_run = None  # the run whose stages are in the stage table
         self.scanning = False
         self.refresh_ms = []  # UI-thread time of each refresh (the benchmark reads it)
         self.first_paint = None
@@ -178,10 +179,10 @@ class RunsScreen(Screen):
             table.clear()
             for row in rows:
                 table.add_row(*row)
+            same_run = run is not None and run.name == self.stage_run
             if rows:
-                wanted = cursor if 0 < cursor < len(rows) else _default_stage(run)
-                table.move_cursor(row=wanted)
-        self.stage_rows = rows
+                table.move_cursor(row=cursor if same_run and 0 <= cursor < len(rows) else _default_stage(run))
+        self.stage_rows, self.stage_run = rows, run.name if run else None
 
     def _show_detail(self, force: bool) -> None:
         """Errors, the last log lines of a failed stage, the run's evals; files read at most every 2 s."""
@@ -192,7 +193,8 @@ class RunsScreen(Screen):
         self.detail_for, self.detail_read = key, time.monotonic()
         lines = []
         if run and run.problem:
-            lines.append(f"[b red]{t('run.damaged', error=_escape(run.problem))}[/]")
+            problem = t("run.damaged", error=run.problem) if run.state == "damaged" else run.problem
+            lines.append(f"[b red]{_escape(problem)}[/]")
         if stage and stage.error:
             lines.append(f"[b]{stage.name}[/]: {_escape(stage.error)}")
         if stage and stage.state in ("failed", "stale", "interrupted") or (run and run.state == "failed"):
