@@ -3,13 +3,13 @@ key bindings and the language switch.
 
 Every file is read by worker threads (watch.py); the UI thread only puts figures on screen.
 """
-import dataclasses
 import threading
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 
 from nanochat import i18n
+from nanochat.app.screens.base import relabel_bindings
 from nanochat.app.watch import HomeWatcher
 from nanochat.i18n import t
 
@@ -42,6 +42,7 @@ class NanochatApp(App):
 
     def on_mount(self) -> None:
         self.sub_title = t("app.subtitle")
+        relabel_bindings(self)
 
     def scan(self, focus=None):
         """A scan of the home (call from a worker thread)."""
@@ -54,12 +55,11 @@ class NanochatApp(App):
     async def action_switch_language(self) -> None:
         i18n.set_language("zh" if i18n.language() == "en" else "en")
         self.sub_title = t("app.subtitle")
-        for node in [self, *self.screen_stack]:
-            _relabel(node)
-        for screen in self.screen_stack:
-            relabel = getattr(screen, "relabel", None)
-            if relabel:
-                await relabel()
+        relabel_bindings(self)
+        for screen in self.screen_stack:  # screens of other modes follow when they show again
+            follow = getattr(screen, "follow_language", None)
+            if follow:
+                await follow()
         self.refresh_bindings()
         self.notify(t("app.language_now"))
 
@@ -79,19 +79,3 @@ class NanochatApp(App):
 def _screen(module: str, name: str):
     import importlib
     return getattr(importlib.import_module(f"nanochat.app.screens.{module}"), name)()
-
-
-def _relabel(node) -> None:
-    """Re-translate the footer labels of a screen's (or the app's) bindings after a language switch."""
-    for key, bindings in node._bindings.key_to_bindings.items():
-        node._bindings.key_to_bindings[key] = [
-            dataclasses.replace(b, description=t(f"key.{_action_key(b.action)}"))
-            if f"key.{_action_key(b.action)}" in i18n.MESSAGES and b.description else b
-            for b in bindings]
-
-
-def _action_key(action: str) -> str:
-    """switch_mode('runs') -> runs; stop -> stop."""
-    if "(" in action:
-        return action.split("(", 1)[1].strip("')\"")
-    return action

@@ -192,7 +192,7 @@ class HomeWatcher:
             view.created = str(info.get("created", ""))
             entries = info["stages"]
         except ValueError as exc:
-            view.state, view.problem = "damaged", str(exc)
+            view.state, view.problem = "damaged", str(exc).replace(f"{directory}{os.sep}", "")
             return view
         for entry in entries:
             if not isinstance(entry, dict) or "name" not in entry:

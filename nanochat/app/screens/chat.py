@@ -12,19 +12,19 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from nanochat.conversations import ConversationError, ConversationStore, message_text
 from nanochat.errors import NanochatError
+from nanochat.app.screens.base import BaseScreen
 from nanochat.i18n import t
 
 UPDATE_SECONDS = 0.05
 MAX_TOKENS = 512
 
 
-class ChatScreen(Screen):
+class ChatScreen(BaseScreen):
     BINDINGS = [Binding("ctrl+n", "new_chat", t("key.new_chat")),
                 Binding("escape", "stop_reply", t("key.stop_reply"))]
 

@@ -12,10 +12,10 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from nanochat.app import fmt
+from nanochat.app.screens.base import BaseScreen
 from nanochat.i18n import t
 from nanochat.runs import Run, RunError, disk_usage, process_alive
 
@@ -62,7 +62,7 @@ def refusal(run: Run, stage: str) -> str | None:
     return None
 
 
-class CheckpointsScreen(Screen):
+class CheckpointsScreen(BaseScreen):
     BINDINGS = [Binding("d", "delete", t("key.delete")), Binding("c", "chat_with", t("key.chat_with")),
                 Binding("f5", "reload", t("key.refresh"))]
 

@@ -4,16 +4,16 @@ import os
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static
 
+from nanochat.app.screens.base import BaseScreen
 from nanochat.i18n import t
 
 FOLLOW_SECONDS = 0.5
 FIRST_BYTES = 1 << 20  # a long log opens at its last MB
 
 
-class LogScreen(Screen):
+class LogScreen(BaseScreen):
     BINDINGS = [Binding("escape", "app.pop_screen", t("key.back")),
                 Binding("f", "toggle_follow", t("key.follow"))]
 

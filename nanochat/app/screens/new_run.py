@@ -8,20 +8,21 @@ import datetime
 from pathlib import Path
 
 from textual import on, work
+from textual.worker import get_current_worker
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, TextArea
 
 from nanochat.errors import NanochatError
+from nanochat.app.screens.base import BaseScreen
 from nanochat.i18n import t
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-class NewRunScreen(Screen):
+class NewRunScreen(BaseScreen):
     BINDINGS = [Binding("ctrl+s", "start", t("key.start")), Binding("escape", "app.pop_screen", t("key.back"))]
 
     def __init__(self, **kw):
@@ -85,13 +86,14 @@ class NewRunScreen(Screen):
     @work(thread=True, exclusive=True, group="resolve")
     def resolve(self, preset: str, overrides: list[str]) -> None:
         from nanochat import runner
+        entries, problem = None, None
         try:
             _, data = runner.load_preset(preset)
             entries = runner.plan(data, overrides)
         except NanochatError as exc:
-            self.app.call_from_thread(self._show_plan, None, str(exc))
-            return
-        self.app.call_from_thread(self._show_plan, entries, None)
+            problem = str(exc)
+        if not get_current_worker().is_cancelled:  # a newer edit started a newer check: its answer counts
+            self.app.call_from_thread(self._show_plan, entries, problem)
 
     def _show_plan(self, entries, problem) -> None:
         self.valid, self.problem = problem is None, problem

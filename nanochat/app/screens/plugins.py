@@ -3,15 +3,15 @@ observers), and every broken plugin with its error. Loading the registry imports
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from nanochat.app.screens.base import BaseScreen
 from nanochat.i18n import t
 
 COLUMNS = ("name", "kind", "plugin", "version", "from", "status", "error")
 
 
-class PluginsScreen(Screen):
+class PluginsScreen(BaseScreen):
     def __init__(self, **kw):
         super().__init__(**kw)
         self.rows = []

@@ -10,12 +10,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from nanochat.app import fmt
 from nanochat.app.watch import last_lines, read_evals
 from nanochat.app.widgets.curves import Curves
+from nanochat.app.screens.base import BaseScreen
 from nanochat.i18n import t
 from nanochat.runs import RunError
 
@@ -29,7 +29,7 @@ def state_text(state: str) -> str:
     return Text(t(f"state.{state}"), style=STATE_STYLE.get(state, ""))
 
 
-class RunsScreen(Screen):
+class RunsScreen(BaseScreen):
     BINDINGS = [
         Binding("n", "new_run", t("key.new_run")),
         Binding("s", "stop", t("key.stop")),
@@ -148,7 +148,7 @@ class RunsScreen(Screen):
     @staticmethod
     def _run_cells(view) -> tuple:
         if view.state == "damaged":
-            return (view.name, view.preset, state_text("damaged"), "", "", view.problem or "")
+            return (view.name, view.preset, state_text("damaged"), "", "", _clip(view.problem or ""))
         current = view.current
         running = current is not None and current.state == "running"
         fraction = (view.done + ((current.progress or 0) if running else 0)) / max(len(view.stages), 1)
@@ -156,7 +156,7 @@ class RunsScreen(Screen):
         if running:
             progress += f"  {current.name} {fmt.percent(current.progress)}"
         note = view.problem or (current.error if current and current.state in ("failed", "interrupted") else "") or ""
-        return (view.name, view.preset, state_text(view.state), progress, fmt.duration(view.eta_s), note[:120])
+        return (view.name, view.preset, state_text(view.state), progress, fmt.duration(view.eta_s), _clip(note))
 
     def _show_stages(self) -> None:
         run = self.selected_run
@@ -290,6 +290,11 @@ def _default_stage(run) -> int:
             return i
     started = [i for i, s in enumerate(run.stages) if s.state != "pending"]
     return started[-1] if started else 0
+
+
+def _clip(text: str, width: int = 64) -> str:
+    """A note short enough for its column; the whole text is in the detail pane below."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _escape(text: str) -> str:
