@@ -29,7 +29,7 @@ class NanochatApp(App):
         Binding("2", "switch_mode('checkpoints')", t("key.checkpoints")),
         Binding("3", "switch_mode('chat')", t("key.chat")),
         Binding("4", "switch_mode('plugins')", t("key.plugins")),
-        Binding("f2", "switch_language", t("key.language")),
+        Binding("f2", "switch_language", t("key.switch_language")),
         Binding("q", "quit", t("key.quit")),
     ]
 
@@ -69,7 +69,7 @@ class NanochatApp(App):
         for mode in self.MODES:
             yield SystemCommand(t(f"key.{mode}"), t(f"palette.{mode}"),
                                 lambda mode=mode: self.switch_mode(mode))
-        yield SystemCommand(t("key.language"), t("palette.language"), self.action_switch_language)
+        yield SystemCommand(t("key.switch_language"), t("palette.switch_language"), self.action_switch_language)
         for binding in screen.BINDINGS:  # every action of the screen on show
             if isinstance(binding, Binding) and binding.show:
                 yield SystemCommand(t(f"key.{binding.action}"), t(f"palette.{binding.action}"),

@@ -21,6 +21,7 @@ class Curve(PlotextPlot):
         self.figure = figure
         self.points = ((), ())
         self.drawn_at = 0.0
+        self.border_title = t(f"curve.{figure}")
 
     def show(self, steps, values, force: bool = False) -> bool:
         """Draw when the data changed (and not too soon after the last draw). True when drawn."""
@@ -39,7 +40,8 @@ class Curve(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title(t(f"curve.{self.figure}") + (f"  {_last(values)}" if values else ""))
+        # the title goes on the border: Textual measures wide (CJK) characters right, plotext does not
+        self.border_title = t(f"curve.{self.figure}") + (f"  {_last(values)}" if values else "")
         if xs:
             plt.plot(xs, ys, marker="braille")
         self.refresh()
