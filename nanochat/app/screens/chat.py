@@ -261,8 +261,11 @@ class ChatScreen(BaseScreen):
         self.list_conversations()
 
     def action_stop_reply(self) -> None:
+        """Esc: stop the reply being written; with none, leave the message box (so 1-4 and q work again)."""
         if self.generating:
             self.stop.set()
+        else:
+            self.query_one("#messages").focus()
 
 
 def _markup(role: str, text: str) -> str:
