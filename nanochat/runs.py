@@ -215,17 +215,21 @@ def read_new_records(path: Path, offset: int) -> tuple[list[dict], int, str | No
         f.seek(offset)
         data = f.read(size - offset)
     end = data.rfind(b"\n") + 1
+    try:  # one decode for the whole chunk (much faster than per line); bytes that are not UTF-8: per line
+        lines = [(line, len(line.encode())) for line in data[:end].decode("utf-8").split("\n")[:-1]]
+    except UnicodeDecodeError:
+        lines = [(line, len(line)) for line in data[:end].split(b"\n")[:-1]]
     records, problem, at = [], None, offset
-    for line in data[:end].split(b"\n")[:-1]:
+    for line, size in lines:
         try:
             record = json.loads(line) if line.strip() else {}
         except (json.JSONDecodeError, UnicodeDecodeError):
             record = None
-        if isinstance(record, dict):
-            record and records.append(record)
-        else:
+        if not isinstance(record, dict):
             problem = f"{path} has a damaged line at byte {at}; it was skipped"
-        at += len(line) + 1
+        elif record:
+            records.append(record)
+        at += size + 1
     return records, offset + end, problem
 
 

@@ -25,7 +25,10 @@ def _make_run(tmp_path, name="shown"):
 
 
 def _cells(table):
-    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+    """The table's text as a person reads it (cells may be markup strings or rich Text)."""
+    from rich.text import Text
+    return [[c.plain if isinstance(c, Text) else Text.from_markup(str(c)).plain for c in table.get_row_at(i)]
+            for i in range(table.row_count)]
 
 
 async def _until(pilot, condition, timeout=30.0, what="condition"):
@@ -130,11 +133,11 @@ def test_new_metrics_show_within_seconds_while_a_run_writes(tmp_path):
             await _until(pilot, lambda: stages.row_count == 2 and _cells(stages)[0][2] == "50", what="step 50")
             from nanochat.app.widgets.curves import Curve
             loss = app.screen.query_one("#curve-loss", Curve)
-            await _until(pilot, lambda: len(loss.points[0]) == 50, what="the loss curve")
+            await _until(pilot, lambda: loss.count == 50, what="the loss curve")
             started = time.monotonic()
             for step in range(51, 61):
                 run.append_metrics("count", {"step": step, "loss": 5.0 - step / 100, "tok_per_s": 1000.0 + step})
-            await _until(pilot, lambda: _cells(stages)[0][2] == "60" and len(loss.points[0]) == 60,
+            await _until(pilot, lambda: _cells(stages)[0][2] == "60" and loss.count == 60,
                          timeout=10, what="step 60 on screen")
             assert time.monotonic() - started < 5
             assert "count 60.0%" in _cells(app.screen.query_one("#runs"))[0][3]

@@ -48,7 +48,7 @@ def _wait_for_curves(app):
     async def run_before(pilot):
         from nanochat.app.widgets.curves import Curve
         await _until(pilot, lambda: app.screen.query_one("#runs").row_count == 3, what="rows")
-        await _until(pilot, lambda: len(app.screen.query_one("#curve-loss", Curve).points[0]) == 200, what="curves")
+        await _until(pilot, lambda: app.screen.query_one("#curve-loss", Curve).count == 200, what="curves")
         await pilot.pause(1.2)  # the other curves' throttled redraw
     return run_before
 

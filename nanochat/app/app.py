@@ -46,9 +46,10 @@ class NanochatApp(App):
 
     def scan(self, focus=None):
         """A scan of the home (call from a worker thread)."""
+        from nanochat.app.widgets.curves import thin
         with self.scan_lock:
             views = self.watcher.scan(focus)
-            series = {k: (list(s), list(v)) for k, (s, v) in self.watcher.series(*focus).items()} if focus else {}
+            series = {k: (*thin(s, v), len(s)) for k, (s, v) in self.watcher.series(*focus).items()} if focus else {}
             return views, series
 
     # -- language -----------------------------------------------------------------------------------

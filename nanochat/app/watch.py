@@ -14,7 +14,7 @@ from pathlib import Path
 from nanochat import paths
 from nanochat.runs import STATES, process_alive, read_new_records
 
-TAIL_BYTES = 4096  # a stage first seen by the list is read from its last few KB: the latest figures are there
+TAIL_BYTES = 1024  # a stage first seen by the list is read from its last KB: the latest figures are there
 CURVES = ("loss", "val_bpb", "tok_per_s", "mfu")  # the figures drawn as curves, in the record's keys
 HEADLINE = ("step", "loss", "val_bpb", "tok_per_s", "mfu", "eta_s", "CORE", "accuracy", "reward")
 TOTAL_KEYS = ("num_iterations", "steps")  # settings that say how many steps a stage will take
@@ -93,15 +93,16 @@ class _Tail:
 class HomeWatcher:
     def __init__(self, home: Path | None = None):
         self.home = home
-        self._json: dict[Path, _Cached] = {}
-        self._tails: dict[Path, _Tail] = {}
+        self._json: dict[str, _Cached] = {}
+        self._tails: dict[str, _Tail] = {}
+        self._stages: dict[str, tuple] = {}  # stage folder -> (status.json's stat, its StageView)
 
     @property
     def runs_dir(self) -> Path:
         return paths.runs_dir()
 
     # -- files ------------------------------------------------------------------------------------
-    def _read_json(self, path: Path):
+    def _read_json(self, path: str):
         """Parsed JSON, re-read only when the file changed; None when absent; raises ValueError when damaged."""
         try:
             st = os.stat(path)
@@ -112,7 +113,8 @@ class HomeWatcher:
         cached = self._json.get(path)
         if cached is None or cached.key != key:
             try:
-                value = json.loads(Path(path).read_bytes())
+                with open(path, "rb") as f:
+                    value = json.loads(f.read())
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 value = ValueError(f"{path} is damaged ({exc})")
             except FileNotFoundError:
@@ -122,7 +124,7 @@ class HomeWatcher:
             raise cached.value
         return cached.value
 
-    def _follow(self, path: Path, with_series: bool) -> _Tail:
+    def _follow(self, path: str, with_series: bool) -> _Tail:
         """Read what was appended to a metrics file since the last call."""
         tail = self._tails.setdefault(path, _Tail())
         try:
@@ -141,9 +143,10 @@ class HomeWatcher:
             records, tail.offset, problem = read_new_records(path, 0)
             self._add(tail, records)
             tail.problem = problem or tail.problem
-        records, tail.offset, problem = read_new_records(path, tail.offset)
-        tail.problem = problem or tail.problem
-        self._add(tail, records)
+        if st.st_size > tail.offset:
+            records, tail.offset, problem = read_new_records(path, tail.offset)
+            tail.problem = problem or tail.problem
+            self._add(tail, records)
         tail.mtime = st.st_mtime
         return tail
 
@@ -166,28 +169,28 @@ class HomeWatcher:
     # -- runs -------------------------------------------------------------------------------------
     def scan(self, focus: tuple[str, str] | None = None) -> list[RunView]:
         """Every run, oldest first; `focus` (run, stage) also gets its whole curves (see series())."""
-        root = self.runs_dir
+        root = str(self.runs_dir)
         try:
-            dirs = [d for d in os.scandir(root) if d.is_dir()]
+            dirs = [d.path for d in os.scandir(root) if d.is_dir()]
         except FileNotFoundError:
             return []
         views = []
-        for entry in dirs:
-            run_json = Path(entry.path) / "run.json"
+        for directory in dirs:  # plain strings, not Path: thousands of files a second add up
             try:
-                created = os.stat(run_json).st_mtime
+                created = os.stat(os.path.join(directory, "run.json")).st_mtime
             except FileNotFoundError:
                 continue
-            views.append((created, self._run(Path(entry.path), focus)))
+            views.append((created, self._run(directory, focus)))
         views.sort(key=lambda pair: (pair[0], pair[1].name))
         return [view for _, view in views]
 
-    def _run(self, directory: Path, focus) -> RunView:
-        view = RunView(directory.name)
+    def _run(self, directory: str, focus) -> RunView:
+        name = os.path.basename(directory)
+        view = RunView(name)
         try:
-            info = self._read_json(directory / "run.json")
+            info = self._read_json(os.path.join(directory, "run.json"))
             if not isinstance(info, dict) or not isinstance(info.get("stages"), list):
-                raise ValueError(f"{directory / 'run.json'} is damaged (no list of stages)")
+                raise ValueError(f"{os.path.join(directory, 'run.json')} is damaged (no list of stages)")
             view.preset = Path(str(info.get("preset", "?"))).stem
             view.created = str(info.get("created", ""))
             entries = info["stages"]
@@ -196,9 +199,9 @@ class HomeWatcher:
             return view
         for entry in entries:
             if not isinstance(entry, dict) or "name" not in entry:
-                view.problem = f"{directory / 'run.json'} has a stage entry without a name"
+                view.problem = f"run.json has a stage entry without a name"
                 continue
-            view.stages.append(self._stage(directory, entry, focus == (directory.name, entry["name"])))
+            view.stages.append(self._stage(directory, entry, focus == (name, entry["name"])))
         for stage in view.stages:  # paths inside the run are named from the run folder: short enough for a row
             stage.problem = stage.problem and stage.problem.replace(f"{directory}{os.sep}", "")
         problems = [s.problem for s in view.stages if s.problem]
@@ -206,15 +209,25 @@ class HomeWatcher:
         view.state = _run_state(view.stages)
         return view
 
-    def _stage(self, run_dir: Path, entry: dict, focused: bool) -> StageView:
-        name = entry["name"]
+    def _stage(self, run_dir: str, entry: dict, focused: bool) -> StageView:
+        name = str(entry["name"])
+        stage_dir = os.path.join(run_dir, name)
+        status_path = os.path.join(stage_dir, "status.json")
+        try:
+            st = os.stat(status_path)
+            status_key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            status_key = None
+        known = self._stages.get(stage_dir)
+        if known and known[0] == status_key and known[1].state not in ("running", "stale") and not focused:
+            return known[1]  # nothing moves in a stage that is not running until its status changes
         settings = entry.get("settings") if isinstance(entry.get("settings"), dict) else {}
         total = next((settings[k] for k in TOTAL_KEYS if isinstance(settings.get(k), int) and settings[k] > 0), None)
         view = StageView(name, str(entry.get("stage", name)), "pending", total=total)
         try:
-            status = self._read_json(run_dir / name / "status.json") or {"state": "pending"}
+            status = (self._read_json(status_path) if status_key else None) or {"state": "pending"}
             if not isinstance(status, dict) or status.get("state") not in STATES:
-                raise ValueError(f"{run_dir / name / 'status.json'} has an unknown state "
+                raise ValueError(f"{status_path} has an unknown state "
                                  f"{status.get('state') if isinstance(status, dict) else status!r}")
             view.state = status["state"]
             view.error = status.get("error")
@@ -226,20 +239,21 @@ class HomeWatcher:
         except ValueError as exc:
             view.state, view.problem = "damaged", str(exc)
         if view.state != "pending" or focused:
-            tail = self._follow(run_dir / name / "metrics.jsonl", focused)
+            tail = self._follow(os.path.join(stage_dir, "metrics.jsonl"), focused)
             view.latest = {**view.latest, **tail.latest}
             view.updated = tail.mtime
             view.problem = view.problem or tail.problem
+        self._stages[stage_dir] = (status_key, view)
         return view
 
     def series(self, run: str, stage: str) -> dict:
         """The curves of a stage scanned with focus: figure -> (steps, values)."""
-        tail = self._tails.get(self.runs_dir / run / stage / "metrics.jsonl")
+        tail = self._tails.get(os.path.join(self.runs_dir, run, stage, "metrics.jsonl"))
         return (tail.series if tail and tail.series else {}) or {}
 
     def drop_series(self, keep: tuple[str, str] | None) -> None:
         """Forget the whole curves of every stage but `keep` (memory stays one stage's worth)."""
-        keep_path = self.runs_dir / keep[0] / keep[1] / "metrics.jsonl" if keep else None
+        keep_path = os.path.join(self.runs_dir, keep[0], keep[1], "metrics.jsonl") if keep else None
         for path, tail in self._tails.items():
             if path != keep_path:
                 tail.series = None

@@ -25,8 +25,33 @@ STATE_STYLE = {"running": "bold green", "done": "dim", "failed": "bold red", "da
 
 
 def state_text(state: str) -> str:
-    from rich.text import Text
-    return Text(t(f"state.{state}"), style=STATE_STYLE.get(state, ""))
+    """A state as table markup (cells are plain strings, so the worker can build them and the UI thread
+    compares them cheaply)."""
+    style = STATE_STYLE.get(state, "")
+    return f"[{style}]{t(f'state.{state}')}[/]" if style else t(f"state.{state}")
+
+
+def run_cells(view) -> tuple:
+    """The runs table's row for a run."""
+    name, preset = _escape(view.name), _escape(view.preset)
+    if view.state == "damaged":
+        return (name, preset, state_text("damaged"), "", "", _escape(_clip(view.problem or "")))
+    current = view.current
+    running = current is not None and current.state == "running"
+    fraction = (view.done + ((current.progress or 0) if running else 0)) / max(len(view.stages), 1)
+    progress = f"{fmt.bar(fraction)} {view.done}/{len(view.stages)}"
+    if running:
+        progress += f"  {_escape(current.name)} {fmt.percent(current.progress)}"
+    note = view.problem or (current.error if current and current.state in ("failed", "interrupted") else "") or ""
+    return (name, preset, state_text(view.state), progress, fmt.duration(view.eta_s), _escape(_clip(note)))
+
+
+def stage_cells(stage) -> tuple:
+    """The stage table's row for a stage: its headline figures."""
+    v = stage.latest
+    return (_escape(stage.name), state_text(stage.state), fmt.number(v.get("step")), fmt.number(v.get("loss")),
+            fmt.number(v.get("val_bpb")), fmt.number(v.get("tok_per_s")), fmt.percent(v.get("mfu")),
+            fmt.duration(stage.eta_s))
 
 
 class RunsScreen(BaseScreen):
@@ -110,19 +135,20 @@ class RunsScreen(BaseScreen):
         try:
             views, series = self.app.scan(focus)
             self.app.watcher.drop_series(focus)
-            self.app.call_from_thread(self.show, views, series)
+            rows = {view.name: run_cells(view) for view in views}  # built here, off the UI thread
+            self.app.call_from_thread(self.show, views, series, rows)
         finally:
             self.scanning = False
 
     # -- showing (UI thread) -------------------------------------------------------------------------
-    def show(self, views, series, force: bool = False) -> None:
+    def show(self, views, series, rows=None, force: bool = False) -> None:
         started = time.perf_counter()
         self.views = views
         table = self.query_one("#runs", DataTable)
+        if not table.columns:  # being rebuilt (a language switch): the next scan shows
+            return
         self.query_one("#empty").display = not views
-        wanted = {}
-        for view in views:
-            wanted[view.name] = self._run_cells(view)
+        wanted = rows if rows is not None else {view.name: run_cells(view) for view in views}
         for name in [n for n in self.rows if n not in wanted]:
             table.remove_row(name)
             del self.rows[name]
@@ -145,28 +171,12 @@ class RunsScreen(BaseScreen):
         if self.first_paint is None and views:
             self.first_paint = time.perf_counter()
 
-    @staticmethod
-    def _run_cells(view) -> tuple:
-        if view.state == "damaged":
-            return (view.name, view.preset, state_text("damaged"), "", "", _clip(view.problem or ""))
-        current = view.current
-        running = current is not None and current.state == "running"
-        fraction = (view.done + ((current.progress or 0) if running else 0)) / max(len(view.stages), 1)
-        progress = f"{fmt.bar(fraction)} {view.done}/{len(view.stages)}"
-        if running:
-            progress += f"  {current.name} {fmt.percent(current.progress)}"
-        note = view.problem or (current.error if current and current.state in ("failed", "interrupted") else "") or ""
-        return (view.name, view.preset, state_text(view.state), progress, fmt.duration(view.eta_s), _clip(note))
-
     def _show_stages(self) -> None:
         run = self.selected_run
         table = self.query_one("#stages", DataTable)
         rows = []
-        for s in run.stages if run else []:
-            v = s.latest
-            rows.append((s.name, state_text(s.state), fmt.number(v.get("step")), fmt.number(v.get("loss")),
-                         fmt.number(v.get("val_bpb")), fmt.number(v.get("tok_per_s")), fmt.percent(v.get("mfu")),
-                         fmt.duration(s.eta_s)))
+        for stage in run.stages if run else []:
+            rows.append(stage_cells(stage))
         if rows == self.stage_rows:
             return
         if len(rows) == len(self.stage_rows) and [r[0] for r in rows] == [r[0] for r in self.stage_rows]:

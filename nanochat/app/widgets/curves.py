@@ -12,36 +12,45 @@ from textual_plotext import PlotextPlot
 from nanochat.i18n import t
 
 MIN_REDRAW_SECONDS = 1.0
-MAX_POINTS = 400  # a terminal plot is at most a few hundred cells wide: thin longer series
+MAX_POINTS = 240  # a curve is at most ~120 cells wide, two braille dots a cell: thin longer series
+
+
+def thin(steps, values, max_points: int = MAX_POINTS) -> tuple[list, list]:
+    """Every n-th point (and always the last) so a series has at most about max_points points.
+    Called in the worker thread, so the UI thread only ever handles short lists."""
+    every = max(len(steps) // max_points, 1)
+    xs, ys = list(steps[::every]), list(values[::every])
+    if steps and xs[-1] != steps[-1]:
+        xs.append(steps[-1])
+        ys.append(values[-1])
+    return xs, ys
 
 
 class Curve(PlotextPlot):
     def __init__(self, figure: str, **kw):
         super().__init__(id=f"curve-{figure}", **kw)
         self.figure = figure
-        self.points = ((), ())
+        self.points = ((), ())  # what is drawn (thinned)
+        self.count = 0  # how many points the series has
+        self.signature = None
         self.drawn_at = 0.0
         self.border_title = t(f"curve.{figure}")
 
-    def show(self, steps, values, force: bool = False) -> bool:
-        """Draw when the data changed (and not too soon after the last draw). True when drawn."""
-        if (tuple(steps[-1:]), len(steps)) == (tuple(self.points[0][-1:]), len(self.points[0])) and not force:
+    def show(self, xs, ys, count: int, force: bool = False) -> bool:
+        """Draw when the series changed (and not too soon after the last draw). True when drawn."""
+        signature = (count, xs[-1] if xs else None, ys[-1] if ys else None)
+        if signature == self.signature and not force:
             return False
         if not force and time.monotonic() - self.drawn_at < MIN_REDRAW_SECONDS:
             return False
-        self.points = (list(steps), list(values))
-        every = max(len(steps) // MAX_POINTS, 1)
+        self.signature, self.count, self.points = signature, count, (xs, ys)
         scale = 100.0 if self.figure == "mfu" else 1.0  # MFU is written as a fraction, read as a percentage
-        values = [v * scale for v in values]
-        xs, ys = list(steps)[::every], values[::every]
-        if steps and xs[-1] != steps[-1]:
-            xs.append(steps[-1])
-            ys.append(values[-1])
+        ys = [v * scale for v in ys]
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
         # the title goes on the border: Textual measures wide (CJK) characters right, plotext does not
-        self.border_title = t(f"curve.{self.figure}") + (f"  {_last(values)}" if values else "")
+        self.border_title = t(f"curve.{self.figure}") + (f"  {_last(ys)}" if ys else "")
         if xs:
             plt.plot(xs, ys, marker="braille")
         self.refresh()
@@ -63,9 +72,9 @@ class Curves(Grid):
             yield Curve(figure)
 
     def show(self, series: dict, force: bool = False) -> int:
-        """Update every curve from {figure: (steps, values)}; returns how many were redrawn."""
+        """Update every curve from {figure: (steps, values, count)} (thinned); returns how many were redrawn."""
         drawn = 0
         for curve in self.query(Curve):
-            steps, values = series.get(curve.figure, ((), ()))
-            drawn += curve.show(steps, values, force)
+            xs, ys, count = series.get(curve.figure, ([], [], 0))
+            drawn += curve.show(xs, ys, count, force)
         return drawn
