@@ -227,3 +227,27 @@ def test_logs_screen_follows_a_growing_log(tmp_path):
             await pilot.press("escape")
             assert app.screen.__class__.__name__ == "RunsScreen"
     asyncio.run(scenario())
+
+
+def test_run_detail_shows_failures_with_their_last_log_lines_and_evals(tmp_path):
+    run = _make_run(tmp_path, "detailed")
+    run.set_status("read", state="failed", error="StageError: the reader broke")
+    run.append_log("read", "reading...\nlast words of the reader")
+    result = run.dir / "evals" / "20261202-1" / "result.json"
+    result.parent.mkdir(parents=True)
+    result.write_text(json.dumps({"stage": "count", "step": 2, "state": "done", "finished": "2026-12-02T18:00:00",
+                                  "scores": {"starter-arithmetic": 0.125}}))
+
+    async def scenario():
+        app = _app()
+        async with app.run_test(size=(140, 40)) as pilot:
+            stages = app.screen.query_one("#stages")
+            await _until(pilot, lambda: stages.row_count == 2, what="stages")
+            assert _cells(app.screen.query_one("#runs"))[0][2] == "failed"
+            stages.move_cursor(row=1)
+            detail = app.screen.query_one("#detail")
+            await _until(pilot, lambda: "last words of the reader" in str(detail.render()), what="the log tail")
+            shown = str(detail.render())
+            assert "StageError: the reader broke" in shown
+            assert "eval 20261202-1 (count, Step 2, done): starter-arithmetic 12.5%" in shown
+    asyncio.run(scenario())
