@@ -131,3 +131,27 @@ def test_every_dashboard_string_exists_in_both_languages():
     keys = {k for k in keys if not k.endswith(".")}  # t(f"state.{state}"): the families are listed above
     missing = sorted(k for k in keys if k not in i18n.MESSAGES or set(i18n.MESSAGES[k]) != set(i18n.LANGUAGES))
     assert not missing, f"UI strings without both languages: {missing}"
+
+
+def test_a_run_launched_from_a_process_that_ignores_ctrl_c_still_stops(tmp_path, nanochat_home):
+    import signal
+
+    from nanochat.app import launch
+    from nanochat.runs import Run
+    preset = tmp_path / "p.toml"
+    preset.write_text('[[stage]]\nname = "count"\nstage = "counting_stage:CountingStage"\nsteps = 200\n'
+                      'sleep = 0.1\n')
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job of a script
+    try:
+        proc = launch.start("ignored", str(preset))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    deadline = time.monotonic() + 60
+    while not (Run.exists("ignored") and Run.open("ignored").status("count")["state"] == "running"
+               and len(Run.open("ignored").metrics("count")) >= 2):
+        assert time.monotonic() < deadline and proc.poll() is None, launch.launch_log("ignored").read_text()
+        time.sleep(0.1)
+    stop_stage(Run.open("ignored"))
+    assert proc.wait(timeout=30) == 130
+    assert Run.open("ignored").status("count")["state"] == "interrupted"
+    assert "interrupted; resume with the same command" in launch.launch_log("ignored").read_text()
