@@ -96,7 +96,7 @@ def test_no_runs_says_how_to_start():
 
 
 def test_damaged_files_show_on_their_row_and_the_rest_works(tmp_path, nanochat_home):
-    good = _make_run(tmp_path, "good")
+    _make_run(tmp_path, "good")
     bad_status = _make_run(tmp_path, "bad-status")
     (bad_status.stage_dir("count") / "status.json").write_text('{"state": "done", "upd')
     bad_json = _make_run(tmp_path, "bad-json")

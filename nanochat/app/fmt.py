@@ -13,11 +13,12 @@ def duration(seconds) -> str:
 
 
 def size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KB", "MB", "GB", "TB"):
         n /= 1024
-    return f"{n:.1f} TB"
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}"
 
 
 def number(value, digits: int = 4) -> str:

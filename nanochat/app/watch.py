@@ -16,7 +16,6 @@ from nanochat.runs import STATES, process_alive, read_new_records
 
 TAIL_BYTES = 1024  # a stage first seen by the list is read from its last KB: the latest figures are there
 CURVES = ("loss", "val_bpb", "tok_per_s", "mfu")  # the figures drawn as curves, in the record's keys
-HEADLINE = ("step", "loss", "val_bpb", "tok_per_s", "mfu", "eta_s", "CORE", "accuracy", "reward")
 TOTAL_KEYS = ("num_iterations", "steps")  # settings that say how many steps a stage will take
 
 
@@ -91,8 +90,7 @@ class _Tail:
 
 
 class HomeWatcher:
-    def __init__(self, home: Path | None = None):
-        self.home = home
+    def __init__(self):
         self._json: dict[str, _Cached] = {}
         self._tails: dict[str, _Tail] = {}
         self._stages: dict[str, tuple] = {}  # stage folder -> (status.json's stat, its StageView)
@@ -199,7 +197,7 @@ class HomeWatcher:
             return view
         for entry in entries:
             if not isinstance(entry, dict) or "name" not in entry:
-                view.problem = f"run.json has a stage entry without a name"
+                view.problem = "run.json has a stage entry without a name"
                 continue
             view.stages.append(self._stage(directory, entry, focus == (name, entry["name"])))
         for stage in view.stages:  # paths inside the run are named from the run folder: short enough for a row
