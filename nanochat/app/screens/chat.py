@@ -69,6 +69,7 @@ class ChatScreen(BaseScreen):
             self.load_model(**request)
 
     async def relabel(self) -> None:
+        self.sub_title = t("key.chat")
         conversation = self.conversation
         await self.recompose()
         self.find_models()

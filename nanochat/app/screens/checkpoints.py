@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
 from nanochat.app import fmt
+from nanochat.app.screens.confirm import ConfirmScreen
 from nanochat.app.screens.base import BaseScreen
 from nanochat.i18n import t
 from nanochat.runs import Run, RunError, disk_usage, process_alive
@@ -77,6 +78,7 @@ class CheckpointsScreen(BaseScreen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.sub_title = t("key.checkpoints")
         self._columns()
         self.action_reload()
 
@@ -89,6 +91,7 @@ class CheckpointsScreen(BaseScreen):
             table.add_column(t(f"col.{key}"), key=key)
 
     async def relabel(self) -> None:
+        self.sub_title = t("key.checkpoints")
         await self.recompose()
         self._columns()
         self._show(self.rows)
@@ -124,36 +127,40 @@ class CheckpointsScreen(BaseScreen):
         return self.rows[min(table.cursor_row, len(self.rows) - 1)]
 
     def action_delete(self) -> None:
-        from nanochat.app.screens.confirm import ConfirmScreen
-        from nanochat.runner import checkpoint_users
         row = self.selected
-        if row is None:
-            return
+        if row is not None:
+            self.ask_to_delete(row)
+
+    @work(thread=True, exclusive=True, group="delete")
+    def ask_to_delete(self, row) -> None:
+        """Who needs these checkpoints (the stage classes are imported for that: off the UI thread)."""
+        from nanochat.runner import checkpoint_users
         run = Run(self.app.watcher.runs_dir / row["run"])
         try:
             why_not = refusal(run, row["stage"])
             users = checkpoint_users(run, row["stage"])
-        except Exception as exc:  # a damaged run.json / status.json, an unknown stage type
+        except Exception as exc:  # a damaged run.json / status.json, a stage type that is gone
             why_not, users = None, []
-            self.notify(str(exc), severity="warning")
+            self.app.call_from_thread(self.notify, str(exc), severity="warning")
         if why_not:
-            self.notify(why_not, severity="error")
+            self.app.call_from_thread(self.notify, why_not, severity="error")
             return
         needed = ", ".join(f"{name} ({t('state.' + state)}, {artifact})" for name, state, artifact in users)
         detail = t("ckpt.needed_by", stages=needed) if users else t("ckpt.needed_by_none")
         question = t("ckpt.confirm", run=row["run"], stage=row["stage"], size=fmt.size(row["bytes"]))
-        self.app.push_screen(ConfirmScreen(question, f"{row['path']}\n\n{detail}"),
-                             lambda yes: yes and self._delete(row))
+        self.app.call_from_thread(self.app.push_screen, ConfirmScreen(question, f"{row['path']}\n\n{detail}"),
+                                  lambda yes: yes and self.delete(row))
 
-    def _delete(self, row) -> None:
+    @work(thread=True, exclusive=True, group="delete")
+    def delete(self, row) -> None:
         run = Run(self.app.watcher.runs_dir / row["run"])
         why_not = refusal(run, row["stage"])  # again: a stage may have started while the question was open
         if why_not:
-            self.notify(why_not, severity="error")
+            self.app.call_from_thread(self.notify, why_not, severity="error")
             return
         shutil.rmtree(row["path"])
-        self.notify(t("ckpt.deleted", path=row["path"]))
-        self.action_reload()
+        self.app.call_from_thread(self.notify, t("ckpt.deleted", path=row["path"]))
+        self.app.call_from_thread(self.action_reload)
 
     def action_chat_with(self) -> None:
         row = self.selected

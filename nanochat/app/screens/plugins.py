@@ -33,6 +33,7 @@ class PluginsScreen(BaseScreen):
             table.add_column(t(f"col.{key}"), key=key)
 
     async def relabel(self) -> None:
+        self.sub_title = t("key.plugins")
         await self.recompose()
         self._columns()
         self._show(self.rows)

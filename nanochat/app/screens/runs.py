@@ -86,6 +86,7 @@ class RunsScreen(BaseScreen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.sub_title = t("app.subtitle")
         self._columns()
         self.poll()
         self.set_interval(POLL_SECONDS, self.poll)
@@ -99,6 +100,7 @@ class RunsScreen(BaseScreen):
             stages.add_column(t(f"col.{key}"), key=key)
 
     async def relabel(self) -> None:
+        self.sub_title = t("app.subtitle")
         self.rows, self.stage_rows = {}, []
         await self.recompose()
         self._columns()
