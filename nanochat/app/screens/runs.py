@@ -54,6 +54,30 @@ def stage_cells(stage) -> tuple:
             fmt.duration(stage.eta_s))
 
 
+def detail_text(run, stage, runs_dir) -> str:
+    """Under the stages: what is wrong, a failed stage's last log lines, the run's evals (reads files:
+    called in the worker)."""
+    lines = []
+    if run.problem:
+        problem = t("run.damaged", error=run.problem) if run.state == "damaged" else run.problem
+        lines.append(f"[b red]{_escape(problem)}[/]")
+    if stage and stage.error:
+        lines.append(f"[b]{_escape(stage.name)}[/]: {_escape(stage.error)}")
+    if stage and stage.state in ("failed", "stale", "interrupted") or run.state == "failed":
+        log = runs_dir / run.name / (stage.name if stage else "") / "log.txt"
+        tail = last_lines(log, 4) or last_lines(runs_dir / run.name / "launch.log", 4)
+        lines += [f"[dim]{_escape(line)}[/]" for line in tail]
+    for row in read_evals(runs_dir / run.name)[:3]:
+        if "problem" in row:
+            lines.append(f"[red]{t('runs.eval')} {_escape(row['id'])}: {_escape(row['problem'])}[/]")
+        else:
+            scores = "  ".join(f"{k} {100 * v:.1f}%" for k, v in row["scores"].items())
+            state = t("state." + row["state"]) if row["state"] in STATE_STYLE else row["state"]
+            lines.append(_escape(f"{t('runs.eval')} {row['id']} ({row['stage']}, {t('col.step')} {row['step']}, "
+                                 f"{state}): {scores}"))
+    return "\n".join(lines)
+
+
 class RunsScreen(BaseScreen):
     BINDINGS = [
         Binding("n", "new_run", t("key.new_run")),
@@ -71,8 +95,7 @@ class RunsScreen(BaseScreen):
         self.scanning = False
         self.refresh_ms = []  # UI-thread time of each refresh (the benchmark reads it)
         self.first_paint = None
-        self.detail_for = None
-        self.detail_read = 0.0
+        self.detail_shown = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -81,7 +104,7 @@ class RunsScreen(BaseScreen):
         with Horizontal(id="run-detail"):
             with Vertical(id="left"):
                 yield DataTable(id="stages", cursor_type="row")
-                yield Static(id="detail")
+                yield Static(t("runs.detail_hint"), id="detail")
             yield Curves(id="curves")
         yield Footer()
 
@@ -101,7 +124,7 @@ class RunsScreen(BaseScreen):
 
     async def relabel(self) -> None:
         self.sub_title = t("app.subtitle")
-        self.rows, self.stage_rows = {}, []
+        self.rows, self.stage_rows, self.detail_shown = {}, [], None
         await self.recompose()
         self._columns()
         self.show(self.views, {}, force=True)
@@ -138,12 +161,17 @@ class RunsScreen(BaseScreen):
             views, series = self.app.scan(focus)
             self.app.watcher.drop_series(focus)
             rows = {view.name: run_cells(view) for view in views}  # built here, off the UI thread
-            self.app.call_from_thread(self.show, views, series, rows)
+            detail = None
+            run = next((v for v in views if focus and v.name == focus[0]), None)
+            if run is not None:
+                stage = next((s for s in run.stages if s.name == focus[1]), None)
+                detail = (focus, detail_text(run, stage, self.app.watcher.runs_dir))
+            self.app.call_from_thread(self.show, views, series, rows, detail)
         finally:
             self.scanning = False
 
     # -- showing (UI thread) -------------------------------------------------------------------------
-    def show(self, views, series, rows=None, force: bool = False) -> None:
+    def show(self, views, series, rows=None, detail=None, force: bool = False) -> None:
         started = time.perf_counter()
         self.views = views
         table = self.query_one("#runs", DataTable)
@@ -167,7 +195,7 @@ class RunsScreen(BaseScreen):
         run, stage = self.selected_run, self.selected_stage
         if series and stage and self.focus_key() and run:
             self.query_one(Curves).show(series, force)
-        self._show_detail(force)
+        self._show_detail(detail)
         self._notice_launches()
         self.refresh_ms.append((time.perf_counter() - started) * 1000)
         if self.first_paint is None and views:
@@ -196,33 +224,10 @@ class RunsScreen(BaseScreen):
                 table.move_cursor(row=cursor if same_run and 0 <= cursor < len(rows) else _default_stage(run))
         self.stage_rows, self.stage_run = rows, run.name if run else None
 
-    def _show_detail(self, force: bool) -> None:
-        """Errors, the last log lines of a failed stage, the run's evals; files read at most every 2 s."""
-        run, stage = self.selected_run, self.selected_stage
-        key = (run.name, stage.name if stage else None) if run else None
-        if not force and key == self.detail_for and time.monotonic() - self.detail_read < 2.0:
-            return
-        self.detail_for, self.detail_read = key, time.monotonic()
-        lines = []
-        if run and run.problem:
-            problem = t("run.damaged", error=run.problem) if run.state == "damaged" else run.problem
-            lines.append(f"[b red]{_escape(problem)}[/]")
-        if stage and stage.error:
-            lines.append(f"[b]{stage.name}[/]: {_escape(stage.error)}")
-        if stage and stage.state in ("failed", "stale", "interrupted") or (run and run.state == "failed"):
-            log = self.app.watcher.runs_dir / run.name / (stage.name if stage else "") / "log.txt"
-            tail = last_lines(log, 4) or last_lines(self.app.watcher.runs_dir / run.name / "launch.log", 4)
-            lines += [f"[dim]{_escape(line)}[/]" for line in tail]
-        if run:
-            for row in read_evals(self.app.watcher.runs_dir / run.name)[:3]:
-                if "problem" in row:
-                    lines.append(f"[red]{t('runs.eval')} {row['id']}: {_escape(row['problem'])}[/]")
-                else:
-                    scores = "  ".join(f"{k} {100 * v:.1f}%" for k, v in row["scores"].items())
-                    lines.append(f"{t('runs.eval')} {row['id']} ({row['stage']}, {t('col.step')} {row['step']}, "
-                                 f"{t('state.' + row['state']) if row['state'] in STATE_STYLE else row['state']}): "
-                                 f"{_escape(scores)}")
-        self.query_one("#detail", Static).update("\n".join(lines) or t("runs.detail_hint"))
+    def _show_detail(self, detail) -> None:
+        if detail is not None and detail[0] == self.focus_key() and detail[1] != self.detail_shown:
+            self.detail_shown = detail[1]
+            self.query_one("#detail", Static).update(detail[1] or t("runs.detail_hint"))
 
     def _notice_launches(self) -> None:
         """A run this dashboard started that ended with an error: say so, with its last lines."""
@@ -243,7 +248,6 @@ class RunsScreen(BaseScreen):
             self.stage_rows = []  # another run: rebuild the stage table
             self._show_stages()
         self.query_one(Curves).show({}, force=True)
-        self.detail_for = None
         self.poll()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
