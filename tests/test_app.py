@@ -111,6 +111,7 @@ def test_damaged_files_show_on_their_row_and_the_rest_works(tmp_path, nanochat_h
             runs = app.screen.query_one("#runs")
             await _until(pilot, lambda: runs.row_count == 4, what="four rows")
             rows = {r[0]: r for r in _cells(runs)}
+            assert app.screen.selected_run.name == "bad-line"  # none runs: the newest is selected first
             assert rows["good"][2] == "paused" and rows["good"][5] == ""
             assert rows["bad-status"][2] == "damaged" and "status.json is damaged" in rows["bad-status"][5]
             assert rows["bad-json"][2] == "damaged" and "run.json is damaged" in rows["bad-json"][5]

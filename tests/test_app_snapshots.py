@@ -48,6 +48,8 @@ def _wait_for_curves(app):
     async def run_before(pilot):
         from nanochat.app.widgets.curves import Curve
         await _until(pilot, lambda: app.screen.query_one("#runs").row_count == 3, what="rows")
+        await pilot.pause(0.1)
+        app.screen.query_one("#runs").move_cursor(row=0)  # the run with curves (the newest is selected first)
         await _until(pilot, lambda: app.screen.query_one("#curve-loss", Curve).count == 200, what="curves")
         await pilot.pause(1.2)  # the other curves' throttled redraw
     return run_before

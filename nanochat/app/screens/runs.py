@@ -201,6 +201,8 @@ class RunsScreen(BaseScreen):
         self.refresh_ms.append((time.perf_counter() - started) * 1000)
         if self.first_paint is None and views:
             self.first_paint = time.perf_counter()
+            running = [i for i, v in enumerate(views) if v.state == "running"]
+            table.move_cursor(row=running[-1] if running else len(views) - 1)  # start on what moves, or the newest
             # What the first scan built lives as long as the app: keep it out of the garbage collector's
             # full passes, which otherwise stop every thread for 0.1-0.2 s on a home of 200 runs.
             gc.freeze()
