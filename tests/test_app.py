@@ -101,6 +101,9 @@ def test_damaged_files_show_on_their_row_and_the_rest_works(tmp_path, nanochat_h
     (bad_status.stage_dir("count") / "status.json").write_text('{"state": "done", "upd')
     bad_json = _make_run(tmp_path, "bad-json")
     (bad_json.dir / "run.json").write_text("{not json")
+    not_a_file = _make_run(tmp_path, "not-a-file")
+    (not_a_file.stage_dir("count") / "metrics.jsonl").unlink()
+    (not_a_file.stage_dir("count") / "metrics.jsonl").mkdir()  # a folder where a file should be
     bad_line = _make_run(tmp_path, "bad-line")
     with open(bad_line.stage_dir("count") / "metrics.jsonl", "a") as f:
         f.write("{garbage\n" + json.dumps({"step": 7}) + "\n" + '{"step": 8, "lo')  # a damaged and a half line
@@ -109,13 +112,14 @@ def test_damaged_files_show_on_their_row_and_the_rest_works(tmp_path, nanochat_h
         app = _app()
         async with app.run_test(size=(140, 40)) as pilot:
             runs = app.screen.query_one("#runs")
-            await _until(pilot, lambda: runs.row_count == 4, what="four rows")
+            await _until(pilot, lambda: runs.row_count == 5, what="five rows")
             rows = {r[0]: r for r in _cells(runs)}
             assert app.screen.selected_run.name == "bad-line"  # none runs: the newest is selected first
             assert rows["good"][2] == "paused" and rows["good"][5] == ""
             assert rows["bad-status"][2] == "damaged" and "status.json is damaged" in rows["bad-status"][5]
             assert rows["bad-json"][2] == "damaged" and "run.json is damaged" in rows["bad-json"][5]
             assert "damaged line" in rows["bad-line"][5]
+            assert "metrics.jsonl cannot be read (Is a directory)" in rows["not-a-file"][5]
             view = next(v for v in app.screen.views if v.name == "bad-line")
             assert view.stages[0].latest["step"] == 7  # the good line after the bad one counts; the half line waits
     asyncio.run(scenario())

@@ -117,6 +117,8 @@ class HomeWatcher:
                 value = ValueError(f"{path} is damaged ({exc})")
             except FileNotFoundError:
                 return None
+            except OSError as exc:  # a folder where a file should be, no permission...
+                value = ValueError(f"{path} cannot be read ({exc.strerror or exc})")
             cached = self._json[path] = _Cached(key, value)
         if isinstance(cached.value, ValueError):
             raise cached.value
@@ -237,10 +239,15 @@ class HomeWatcher:
         except ValueError as exc:
             view.state, view.problem = "damaged", str(exc)
         if view.state != "pending" or focused:
-            tail = self._follow(os.path.join(stage_dir, "metrics.jsonl"), focused)
-            view.latest = {**view.latest, **tail.latest}
-            view.updated = tail.mtime
-            view.problem = view.problem or tail.problem
+            metrics = os.path.join(stage_dir, "metrics.jsonl")
+            try:
+                tail = self._follow(metrics, focused)
+            except OSError as exc:
+                view.problem = view.problem or f"{metrics} cannot be read ({exc.strerror or exc})"
+            else:
+                view.latest = {**view.latest, **tail.latest}
+                view.updated = tail.mtime
+                view.problem = view.problem or tail.problem
         self._stages[stage_dir] = (status_key, view)
         return view
 

@@ -119,8 +119,9 @@ class ChatScreen(BaseScreen):
         from nanochat.models import load_engine
         try:
             engine, mode, line, _ = load_engine(run_name=run_name, kind=kind, checkpoint=checkpoint, device="auto")
-        except NanochatError as exc:
-            self.app.call_from_thread(self._status, f"[b red]{escape(str(exc))}[/]")
+        except Exception as exc:  # noqa: BLE001  (whatever a model folder holds, the dashboard stays up and says it)
+            message = str(exc) if isinstance(exc, NanochatError) else f"{type(exc).__name__}: {exc}"
+            self.app.call_from_thread(self._status, f"[b red]{escape(message)}[/]")
             return
         self.app.call_from_thread(self._loaded, engine, mode, line, label)
 
@@ -241,6 +242,8 @@ class ChatScreen(BaseScreen):
                 stream.close()  # stops the engine when we left early
         except (ValueError, NanochatError) as exc:  # ContextFull is a ValueError
             note = str(exc)
+        except Exception as exc:  # noqa: BLE001  (a failing model must not take the dashboard down)
+            note = f"{type(exc).__name__}: {exc}"
         rate = tokens / max(time.monotonic() - started, 1e-6)
         self.app.call_from_thread(self._finish, conversation, text, note, reply, tokens, rate)
 

@@ -159,7 +159,11 @@ class RunsScreen(BaseScreen):
     @work(thread=True, group="scan")
     def scan(self, focus) -> None:
         try:
-            views, series = self.app.scan(focus)
+            try:
+                views, series = self.app.scan(focus)
+            except OSError as exc:  # the home itself unreadable (permissions, a vanished mount): say so, keep trying
+                self.app.call_from_thread(self.notify, str(exc), severity="error")
+                return
             self.app.watcher.drop_series(focus)
             rows = {view.name: run_cells(view) for view in views}  # built here, off the UI thread
             detail = None
