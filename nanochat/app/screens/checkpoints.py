@@ -101,7 +101,11 @@ class CheckpointsScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, group="checkpoints")
     def load(self) -> None:
-        rows = list_checkpoints(self.app.watcher.runs_dir)
+        try:
+            rows = list_checkpoints(self.app.watcher.runs_dir)
+        except OSError as exc:  # a folder that vanished or cannot be read while we walked
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
         self.app.call_from_thread(self._show, rows)
 
     def _show(self, rows) -> None:
@@ -154,12 +158,19 @@ class CheckpointsScreen(BaseScreen):
     @work(thread=True, exclusive=True, group="delete")
     def delete(self, row) -> None:
         run = Run(self.app.watcher.runs_dir / row["run"])
-        why_not = refusal(run, row["stage"])  # again: a stage may have started while the question was open
+        try:
+            why_not = refusal(run, row["stage"])  # again: a stage may have started while the question was open
+        except (RunError, OSError) as exc:
+            why_not = str(exc)
         if why_not:
             self.app.call_from_thread(self.notify, why_not, severity="error")
             return
-        shutil.rmtree(row["path"])
-        self.app.call_from_thread(self.notify, t("ckpt.deleted", path=row["path"]))
+        try:
+            shutil.rmtree(row["path"])
+        except OSError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+        else:
+            self.app.call_from_thread(self.notify, t("ckpt.deleted", path=row["path"]))
         self.app.call_from_thread(self.action_reload)
 
     def action_chat_with(self) -> None:
