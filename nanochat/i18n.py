@@ -94,6 +94,7 @@ MESSAGES = {
     "palette.toggle_follow": {"en": "Follow the log or hold it still", "zh": "跟随日志或暂停滚动"},
     "palette.back": {"en": "Back to the previous screen", "zh": "返回上一屏"},
     "palette.start": {"en": "Start the run", "zh": "启动运行"},
+    "palette.refresh": {"en": "Read the checkpoint folders again", "zh": "重新读取检查点目录"},
     "state.damaged": {"en": "damaged", "zh": "文件损坏"},
     "state.stale": {"en": "process gone", "zh": "进程已消失"},
     "state.paused": {"en": "paused", "zh": "已暂停"},

@@ -183,7 +183,8 @@ def test_command_palette_reaches_screens_and_actions(tmp_path):
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.3)
             titles = [c.title for c in app.get_system_commands(app.screen)]
-            for title in ("Runs", "Checkpoints", "Chat", "Plugins", "中文", "New run", "Stop", "Resume", "Logs"):
+            for title in ("Runs", "Checkpoints", "Chat", "Plugins", "中文", "New run", "Stop", "Resume", "Logs",
+                          "Checkpoints: Delete", "Checkpoints: Chat with this", "Chat: New chat"):
                 assert title in titles
             await pilot.press("ctrl+p")
             await pilot.pause(0.3)
@@ -191,4 +192,11 @@ def test_command_palette_reaches_screens_and_actions(tmp_path):
             await pilot.pause(0.5)
             await pilot.press("enter")
             await _until(pilot, lambda: app.screen.__class__.__name__ == "PluginsScreen", what="plugins via palette")
+            # an action of another screen: it goes there and does it
+            await pilot.press("ctrl+p")
+            await pilot.pause(0.3)
+            await pilot.press(*"runs: new run")
+            await pilot.pause(0.5)
+            await pilot.press("enter")
+            await _until(pilot, lambda: app.screen.__class__.__name__ == "NewRunScreen", what="new run via palette")
     asyncio.run(scenario())

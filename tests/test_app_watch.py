@@ -125,7 +125,8 @@ def test_every_dashboard_string_exists_in_both_languages():
         keys |= set(re.findall(r"""\bt\(\s*f?["']([a-z_.]+)["']""", path.read_text()))
     keys |= {f"key.{k}" for k in ("runs", "checkpoints", "chat", "plugins", "back")}
     keys |= {f"palette.{k}" for k in ("runs", "checkpoints", "chat", "plugins", "new_run", "stop", "resume", "logs",
-                                      "delete", "chat_with", "new_chat", "stop_reply", "toggle_follow", "back", "start")}
+                                      "delete", "chat_with", "new_chat", "stop_reply", "toggle_follow", "back", "start",
+                                      "refresh")}
     keys |= {f"state.{s}" for s in ("pending", "running", "interrupted", "failed", "done", "damaged", "stale", "paused")}
     keys |= {f"curve.{c}" for c in ("loss", "val_bpb", "tok_per_s", "mfu")}
     keys = {k for k in keys if not k.endswith(".")}  # t(f"state.{state}"): the families are listed above

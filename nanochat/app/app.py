@@ -14,15 +14,15 @@ from nanochat.app.watch import HomeWatcher
 from nanochat.i18n import t
 
 
+MODE_SCREENS = (("runs", "runs", "RunsScreen"), ("checkpoints", "checkpoints", "CheckpointsScreen"),
+                ("chat", "chat", "ChatScreen"), ("plugins", "plugins", "PluginsScreen"))
+
+
 class NanochatApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "nanochat"
-    MODES = {  # each screen is imported when first shown
-        "runs": lambda: _screen("runs", "RunsScreen"),
-        "checkpoints": lambda: _screen("checkpoints", "CheckpointsScreen"),
-        "chat": lambda: _screen("chat", "ChatScreen"),
-        "plugins": lambda: _screen("plugins", "PluginsScreen"),
-    }
+    MODES = {mode: (lambda module=module, name=name: _screen_class(module, name)())  # imported when first shown
+             for mode, module, name in MODE_SCREENS}
     DEFAULT_MODE = "runs"
     BINDINGS = [
         Binding("1", "switch_mode('runs')", t("key.runs")),
@@ -72,11 +72,24 @@ class NanochatApp(App):
                                 lambda mode=mode: self.switch_mode(mode))
         yield SystemCommand(t("key.switch_language"), t("palette.switch_language"), self.action_switch_language)
         for binding in screen.BINDINGS:  # every action of the screen on show
-            if isinstance(binding, Binding) and binding.show:
+            if isinstance(binding, Binding) and binding.show and "." not in binding.action:
                 yield SystemCommand(t(f"key.{binding.action}"), t(f"palette.{binding.action}"),
                                     lambda action=binding.action: self.run_action(action, screen))
+        for mode, module, name in MODE_SCREENS:  # and those of the other screens: go there, then do it
+            cls = _screen_class(module, name)
+            if isinstance(screen, cls):
+                continue
+            for binding in cls.BINDINGS:
+                if isinstance(binding, Binding) and binding.show and "." not in binding.action:
+                    yield SystemCommand(f"{t(f'key.{mode}')}: {t(f'key.{binding.action}')}",
+                                        t(f"palette.{binding.action}"),
+                                        lambda mode=mode, action=binding.action: self._act_in(mode, action))
+
+    async def _act_in(self, mode: str, action: str) -> None:
+        await self.switch_mode(mode)
+        await self.run_action(action, self.screen)
 
 
-def _screen(module: str, name: str):
+def _screen_class(module: str, name: str):
     import importlib
-    return getattr(importlib.import_module(f"nanochat.app.screens.{module}"), name)()
+    return getattr(importlib.import_module(f"nanochat.app.screens.{module}"), name)

@@ -65,7 +65,7 @@ def refusal(run: Run, stage: str) -> str | None:
 
 class CheckpointsScreen(BaseScreen):
     BINDINGS = [Binding("d", "delete", t("key.delete")), Binding("c", "chat_with", t("key.chat_with")),
-                Binding("f5", "reload", t("key.refresh"))]
+                Binding("f5", "refresh", t("key.refresh"))]
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -80,10 +80,10 @@ class CheckpointsScreen(BaseScreen):
     def on_mount(self) -> None:
         self.sub_title = t("key.checkpoints")
         self._columns()
-        self.action_reload()
+        self.action_refresh()
 
     def on_screen_resume(self) -> None:
-        self.action_reload()
+        self.action_refresh()
 
     def _columns(self) -> None:
         table = self.query_one("#checkpoints", DataTable)
@@ -96,7 +96,7 @@ class CheckpointsScreen(BaseScreen):
         self._columns()
         self._show(self.rows)
 
-    def action_reload(self) -> None:
+    def action_refresh(self) -> None:
         self.load()
 
     @work(thread=True, exclusive=True, group="checkpoints")
@@ -171,7 +171,7 @@ class CheckpointsScreen(BaseScreen):
             self.app.call_from_thread(self.notify, str(exc), severity="error")
         else:
             self.app.call_from_thread(self.notify, t("ckpt.deleted", path=row["path"]))
-        self.app.call_from_thread(self.action_reload)
+        self.app.call_from_thread(self.action_refresh)
 
     def action_chat_with(self) -> None:
         row = self.selected
