@@ -115,6 +115,7 @@ MESSAGES = {
     "col.status": {"en": "Status", "zh": "状态"},
     "col.error": {"en": "Error", "zh": "错误"},
     "col.model": {"en": "Model", "zh": "模型"},
+    "col.summary": {"en": "Summary", "zh": "摘要"},
     "curve.loss": {"en": "train loss", "zh": "训练损失"},
     "curve.val_bpb": {"en": "val bpb", "zh": "验证 bpb"},
     "curve.tok_per_s": {"en": "tok/s", "zh": "词元/秒"},

@@ -25,6 +25,7 @@ class StageView:
     kind: str
     state: str
     latest: dict = field(default_factory=dict)  # the last value of each number the stage wrote
+    summary: dict = field(default_factory=dict)  # the headline numbers of a finished stage (status.json)
     total: int | None = None
     problem: str | None = None
     error: str | None = None  # why it failed, from status.json
@@ -235,7 +236,9 @@ class HomeWatcher:
                 view.state, view.problem = "stale", f"process {status.get('pid')} is gone; resume the run"
             summary = status.get("summary")
             if isinstance(summary, dict):
-                view.latest.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+                view.summary = {str(k): v for k, v in summary.items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                view.latest.update(view.summary)
         except ValueError as exc:
             view.state, view.problem = "damaged", str(exc)
         if view.state != "pending" or focused:

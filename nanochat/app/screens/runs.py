@@ -52,7 +52,13 @@ def stage_cells(stage) -> tuple:
     v = stage.latest
     return (_escape(stage.name), state_text(stage.state), fmt.number(v.get("step")), fmt.number(v.get("loss")),
             fmt.number(v.get("val_bpb")), fmt.number(v.get("tok_per_s")), fmt.percent(v.get("mfu")),
-            fmt.duration(stage.eta_s))
+            fmt.duration(stage.eta_s), _escape(_summary(stage.summary)))
+
+
+def _summary(summary: dict, shown=("step", "loss", "val_bpb", "tok_per_s", "mfu"), most: int = 3) -> str:
+    """A finished stage's other headline numbers (CORE, accuracies, vocab size...), the first few."""
+    items = [(k, v) for k, v in summary.items() if k not in shown][:most]
+    return "  ".join(f"{k} {fmt.number(v, 3)}" for k, v in items)
 
 
 def detail_text(run, stage, runs_dir) -> str:
@@ -120,7 +126,7 @@ class RunsScreen(BaseScreen):
         for key in ("run", "preset", "state", "progress", "eta", "note"):
             runs.add_column(t(f"col.{key}"), key=key)
         stages = self.query_one("#stages", DataTable)
-        for key in ("stage", "state", "step", "loss", "val_bpb", "tok_per_s", "mfu", "eta"):
+        for key in ("stage", "state", "step", "loss", "val_bpb", "tok_per_s", "mfu", "eta", "summary"):
             stages.add_column(t(f"col.{key}"), key=key)
 
     async def relabel(self) -> None:
