@@ -3,6 +3,7 @@ chat with this), a streamed chat turn saved to the shared conversation store, st
 with a broken one, and the command palette."""
 import asyncio
 import os
+import threading
 import shutil
 
 from test_app import _app, _cells, _until
@@ -117,6 +118,18 @@ def test_chat_turn_streams_and_lands_in_the_shared_store(home, monkeypatch, tmp_
     asyncio.run(scenario())
 
 
+class StopAfter(threading.Event):
+    """An Event that is set from the n-th time the generating thread looks at it."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.left = n
+
+    def is_set(self):
+        self.left -= 1
+        return self.left <= 0 or super().is_set()
+
+
 def test_stop_a_reply_while_it_is_written(home, monkeypatch, tmp_path):  # noqa: F811
     _use(home, monkeypatch, tmp_path)
 
@@ -128,15 +141,13 @@ def test_stop_a_reply_while_it_is_written(home, monkeypatch, tmp_path):  # noqa:
             await _until(pilot, lambda: screen.models, what="the models")
             screen.query_one("#model").value = "tiny/sft"
             await _until(pilot, lambda: screen.engine is not None, timeout=60, what="the model loaded")
-            screen.stop.set()  # the reply stops at its first token, as if Esc came that fast
-            original_clear = screen.stop.clear
-            screen.stop.clear = lambda: None
+            screen.stop = StopAfter(8)  # Esc pressed while the 8th token comes (an Event, counting who asks)
+            screen.query_one("#temperature").value = "0"  # greedy: the same reply every time, longer than 8
             screen.query_one("#prompt").focus()
             await pilot.press(*"hi", "enter")
             await _until(pilot, lambda: screen.replies == 1, timeout=60, what="the stopped reply")
-            screen.stop.clear = original_clear
             conv = ConversationStore().get(ConversationStore().list()[0]["id"])
-            assert conv["messages"][1]["meta"] == {"tokens": 1, "tok_per_s": conv["messages"][1]["meta"]["tok_per_s"],
+            assert conv["messages"][1]["meta"] == {"tokens": 8, "tok_per_s": conv["messages"][1]["meta"]["tok_per_s"],
                                                    "finish_reason": "stopped"}
             assert "(stopped)" in str(screen.query(".message")[1].render())
     asyncio.run(scenario())
