@@ -200,6 +200,21 @@ def check_needs(run: Run, entry: dict) -> None:
                          f". Finish the earlier stages with `nanochat run --name {run.name}`")
 
 
+def checkpoint_users(run: Run, stage: str) -> list[tuple[str, str, str]]:
+    """Later stages that need an artifact `stage` provides: [(stage name, its state, artifact)].
+    Deleting the stage's checkpoints would stop the pending ones from starting (and a running one)."""
+    provided = run.status(stage).get("artifacts") or {}
+    names = [s["name"] for s in run.stages()]
+    users = []
+    for entry in run.stages()[names.index(stage) + 1:]:
+        cls = stage_class(entry["stage"])
+        needs = needs_of(cls, make_settings(cls, entry["settings"], entry["name"]))
+        for artifact in needs:
+            if artifact in provided and find_artifact(run, artifact, before=entry["name"]) == run.dir / provided[artifact]:
+                users.append((entry["name"], run.status(entry["name"])["state"], artifact))
+    return users
+
+
 def execute_stage(run: Run, entry: dict, world=None, echo: bool = True) -> None:
     """Run one stage in this process (as the only process, or as one torchrun rank)."""
     cls = stage_class(entry["stage"])

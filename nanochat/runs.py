@@ -193,3 +193,94 @@ def list_runs() -> list[Run]:
         return []
     runs = [Run(d) for d in root.iterdir() if (d / "run.json").exists()]
     return sorted(runs, key=lambda r: (r.dir / "run.json").stat().st_mtime)
+
+
+# -- for watchers (the dashboard): new metric lines, is the process alive, stop it, disk use ----------
+def read_new_records(path: Path, offset: int) -> tuple[list[dict], int, str | None]:
+    """The records appended to a .jsonl file since byte `offset`: (records, new offset, problem or None).
+
+    A last line without its newline is being written: it is left for the next call. A damaged whole line
+    is skipped and named in `problem`, so one bad line never hides the rest. A file that shrank (a resumed
+    stage rewrote it) is read again from the start: the caller sees new offset < old offset.
+    """
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return [], 0, None
+    if size < offset:
+        offset = 0
+    if size == offset:
+        return [], offset, None
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(size - offset)
+    end = data.rfind(b"\n") + 1
+    try:  # one decode for the whole chunk (much faster than per line); bytes that are not UTF-8: per line
+        lines = [(line, len(line.encode())) for line in data[:end].decode("utf-8").split("\n")[:-1]]
+    except UnicodeDecodeError:
+        lines = [(line, len(line)) for line in data[:end].split(b"\n")[:-1]]
+    records, problem, at = [], None, offset
+    for line, size in lines:
+        try:
+            record = json.loads(line) if line.strip() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            record = None
+        if not isinstance(record, dict):
+            problem = f"{path} has a damaged line at byte {at}; it was skipped"
+        elif record:
+            records.append(record)
+        at += size + 1
+    return records, offset + end, problem
+
+
+def process_alive(status: dict) -> bool | None:
+    """Whether the process a "running" status names is alive: None when it runs on another host (unknown)."""
+    pid = status.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    if status.get("host") not in (None, socket.gethostname()):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def stop_stage(run: "Run") -> tuple[str, int]:
+    """Stop the running stage of `run` the way Ctrl-C does: SIGINT to the runner's process group, so the
+    stage (and any torchrun workers) end "interrupted" at a point they resume from. Returns (stage, pid)."""
+    import signal
+    for entry in run.stages():
+        status = run.status(entry["name"])
+        if status["state"] != "running":
+            continue
+        alive = process_alive(status)
+        if alive is None:
+            raise RunError(f"stage {entry['name']!r} of run {run.name!r} runs on {status.get('host')!r}, not on "
+                           f"this machine; stop it there")
+        if not alive:
+            raise RunError(f"stage {entry['name']!r} of run {run.name!r} says running but its process "
+                           f"{status['pid']} is gone (killed or crashed); resume the run to continue it")
+        pid = status["pid"]
+        group = os.getpgid(pid)
+        if group == os.getpgrp():  # started from our own terminal job: signal only the runner
+            os.kill(pid, signal.SIGINT)
+        else:
+            os.killpg(group, signal.SIGINT)
+        return entry["name"], pid
+    raise RunError(f"run {run.name!r} has no running stage to stop")
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes used by the files under `path` (0 when it does not exist)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except FileNotFoundError:  # removed while we walked (a checkpoint being pruned)
+                pass
+    return total

@@ -1,0 +1,1 @@
+"""The dashboard's screens: runs, new run, logs, checkpoints, chat, plugins, and the confirmation dialog."""

@@ -1,0 +1,1 @@
+"""Widgets of the dashboard that more than one screen uses."""
