@@ -1,6 +1,7 @@
 """A run on disk: the single source of truth that the CLI, the dashboard and the report read.
 
     runs/<name>/run.json                 preset, stages with their settings, versions, git commit
+    runs/<name>/invocations.jsonl        one line per `nanochat run` start or resume: command, machine, git
     runs/<name>/<stage>/status.json      pending / running / interrupted / failed / done, with times
     runs/<name>/<stage>/metrics.jsonl    one JSON object per step or evaluation
     runs/<name>/<stage>/log.txt          what the stage printed
@@ -135,18 +136,7 @@ class Run:
         _append_line(self.stage_dir(stage) / "metrics.jsonl", json.dumps(record, ensure_ascii=False))
 
     def metrics(self, stage: str) -> list[dict]:
-        path = self.stage_dir(stage) / "metrics.jsonl"
-        if not path.exists():
-            return []
-        records = []
-        lines = path.read_text(encoding="utf-8").splitlines()
-        for i, line in enumerate(lines):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i != len(lines) - 1:  # only a last line cut by a crash is expected
-                    raise RunFileError(f"{path} line {i + 1} is damaged; it was left as it is") from None
-        return records
+        return _read_lines(self.stage_dir(stage) / "metrics.jsonl")
 
     def keep_metrics(self, stage: str, keep) -> None:
         """Drop records a resumed stage will write again (those after its checkpoint)."""
@@ -157,6 +147,13 @@ class Run:
 
     def append_log(self, stage: str, text: str) -> None:
         _append_line(self.stage_dir(stage) / "log.txt", text.rstrip("\n"))
+
+    def record_invocation(self, record: dict) -> None:
+        """What started or resumed this run (`nanochat.sysinfo.capture()`), for the report card."""
+        _append_line(self.dir / "invocations.jsonl", json.dumps(record, ensure_ascii=False))
+
+    def invocations(self) -> list[dict]:
+        return _read_lines(self.dir / "invocations.jsonl")
 
     # -- concurrency ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -175,6 +172,21 @@ class Run:
             yield self
         finally:
             os.close(fd)
+
+
+def _read_lines(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; a last line cut by a crash is dropped, any other damage is named."""
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:  # only a last line cut by a crash is expected
+                raise RunFileError(f"{path} line {i + 1} is damaged; it was left as it is") from None
+    return records
 
 
 def _append_line(path: Path, line: str) -> None:
