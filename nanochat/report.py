@@ -85,7 +85,7 @@ class RunFiles:
             return stages
         if self.info is not None:
             self.problems.append("`run.json` has no valid `stages` list, so the stages are guessed from the folders")
-        # without run.json: every folder holding stage files, in the order the files were first written
+        # without run.json: every folder holding stage files, roughly in the order they ran
         found = [d for d in self.run.dir.iterdir() if d.is_dir() and any((d / f).exists() for f in STAGE_FILES)]
         first = {d: min((d / f).stat().st_mtime for f in STAGE_FILES if (d / f).exists()) for d in found}
         return [{"name": d.name, "stage": None, "settings": {}} for d in sorted(found, key=lambda d: first[d])]
@@ -99,9 +99,6 @@ class RunFiles:
             problems.append(f"`{name}/status.json` has an unknown state {status.get('state')!r}")
             return None
         return status
-
-    def stage_type(self, entry: dict) -> str | None:
-        return entry.get("stage")
 
     def section(self, name: str) -> str | None:
         try:
@@ -260,7 +257,7 @@ def summary_table(files: RunFiles) -> tuple[dict, list[str]]:
     table: dict[str, dict[str, str]] = {row: {} for row in [*SUMMARY_ROWS.values(), "ChatCORE"]}
     notes = []
     for entry in files.stages:
-        kind, name = files.stage_type(entry), entry["name"]
+        kind, name = entry.get("stage"), entry["name"]
         status = files.statuses.get(name) or {}
         summary = status.get("summary") or {}
         if kind == "core-eval":

@@ -5,8 +5,8 @@
     plot-<stage>-throughput.png   tokens per second and MFU by step
     plot-accuracy.png             accuracy per task for every chat evaluation stage
 
-matplotlib is imported here only, and this module only when plots are drawn, so `import nanochat` and the
-CLI stay fast. Plots no longer backed by metrics (a deleted stage folder) are removed on the next draw.
+matplotlib is imported here only, at the first figure (a run with no curves never imports it), so
+`import nanochat` and the CLI stay fast. Plots no longer backed by metrics are removed on the next draw.
 """
 from pathlib import Path
 
@@ -16,40 +16,41 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 def draw(files, out_dir: Path) -> tuple[list[tuple[str, str]], list[str]]:
     """Draw every plot the run's metrics allow; [(title, file name)] and notes about plots that failed."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        return [], [f"no plots: matplotlib is not installed ({exc}); `pip install matplotlib`"]
     drawn, notes = [], []
 
-    def save(fig, filename: str, title: str) -> None:
-        FigureCanvasAgg(fig)
-        fig.tight_layout()
-        fig.savefig(out_dir / filename, dpi=100)
-        drawn.append((title, filename))
+    def attempt(builder, size, filename: str, title: str, *args) -> None:
+        try:
+            fig = builder(lambda: _figure(size), *args)  # matplotlib is imported at the first figure only
+            if fig is None:
+                return
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            FigureCanvasAgg(fig)
+            fig.tight_layout()
+            fig.savefig(out_dir / filename, dpi=100)
+            drawn.append((title, filename))
+        except ImportError as exc:
+            note = f"no plots: matplotlib could not be imported ({exc}); `pip install matplotlib`"
+            if note not in notes:
+                notes.append(note)
+        except Exception as exc:  # noqa: BLE001 — one odd metrics file costs one plot, not the report
+            notes.append(f"the plot {title!r} could not be drawn: {type(exc).__name__}: {exc}")
 
     for entry in files.stages:
         name, records = entry["name"], files.metrics.get(entry["name"], [])
-        for kind, builder in (("loss", _loss), ("throughput", _throughput)):
-            try:
-                fig = builder(Figure(figsize=(10, 3.6)), name, records)
-                if fig is not None:
-                    save(fig, f"{PREFIX}{name}-{kind}.png", f"{name}: {kind}")
-            except Exception as exc:  # noqa: BLE001 — one odd metrics file costs one plot, not the report
-                notes.append(f"the {kind} plot of {name} could not be drawn: {type(exc).__name__}: {exc}")
-    try:
-        fig = _accuracy(Figure(figsize=(10, 4)), files)
-        if fig is not None:
-            save(fig, f"{PREFIX}accuracy.png", "accuracy per task and stage")
-    except Exception as exc:  # noqa: BLE001
-        notes.append(f"the accuracy plot could not be drawn: {type(exc).__name__}: {exc}")
+        attempt(_loss, (10, 3.6), f"{PREFIX}{name}-loss.png", f"{name}: loss", name, records)
+        attempt(_throughput, (10, 3.6), f"{PREFIX}{name}-throughput.png", f"{name}: throughput", name, records)
+    attempt(_accuracy, (10, 4), f"{PREFIX}accuracy.png", "accuracy per task and stage", files)
 
     kept = {filename for _, filename in drawn}
     for stale in out_dir.glob(f"{PREFIX}*.png"):
         if stale.name not in kept:
             stale.unlink(missing_ok=True)
     return drawn, notes
+
+
+def _figure(size):
+    from matplotlib.figure import Figure
+    return Figure(figsize=size)
 
 
 def _series(records, key) -> tuple[list, list]:
@@ -78,27 +79,30 @@ def _panel(ax, records, keys, ylabel, title):
     return plotted
 
 
-def _loss(fig, name, records):
+def _loss(new_figure, name, records):
     if any("reward" in r for r in records):  # RL: no loss, but a reward and pass@k
         passes = sorted({k for r in records for k in r if k.startswith("pass@")}, key=lambda k: int(k[5:]))
+        fig = new_figure()
         left, right = fig.subplots(1, 2)
         _panel(left, records, ["reward"], "mean reward", f"{name}: reward")
         _panel(right, records, passes, "pass@k", f"{name}: evaluation")
         return fig
-    if not any("loss" in r or "val_bpb" in r for r in records) or not any("loss" in r for r in records):
+    if not any("loss" in r for r in records):
         return None
+    fig = new_figure()
     left, right = fig.subplots(1, 2)
     _panel(left, records, ["loss", "smooth_loss"], "loss", f"{name}: training loss")
     _panel(right, records, ["val_bpb"], "bits per byte", f"{name}: validation bpb")
     return fig
 
 
-def _throughput(fig, name, records):
+def _throughput(new_figure, name, records):
     records = [dict(r, tok_per_s=r["tokens"] / (r["dt_ms"] / 1000))
                if "tok_per_s" not in r and isinstance(r.get("tokens"), (int, float)) and r.get("dt_ms") else r
                for r in records]  # RL records tokens and time per step
     if not any(isinstance(r.get("tok_per_s"), (int, float)) for r in records):
         return None
+    fig = new_figure()
     left, right = fig.subplots(1, 2)
     _panel(left, records, ["tok_per_s"], "tokens / s", f"{name}: throughput")
     records = [dict(r, mfu=100 * r["mfu"]) if isinstance(r.get("mfu"), (int, float)) else r for r in records]
@@ -107,11 +111,11 @@ def _throughput(fig, name, records):
     return fig
 
 
-def _accuracy(fig, files):
+def _accuracy(new_figure, files):
     from nanochat.report import SUMMARY_COLUMNS
     bars = {}  # stage -> {task: accuracy}
     for entry in files.stages:
-        if files.stage_type(entry) != "chat-eval":
+        if entry.get("stage") != "chat-eval":
             continue
         scores = {m["task"]: m["accuracy"] for m in files.metrics.get(entry["name"], [])
                   if "task" in m and isinstance(m.get("accuracy"), (int, float))}
@@ -121,6 +125,7 @@ def _accuracy(fig, files):
     if not bars:
         return None
     tasks = list(dict.fromkeys(t for scores in bars.values() for t in scores))
+    fig = new_figure()
     ax = fig.subplots()
     width = 0.8 / len(bars)
     for i, (label, scores) in enumerate(bars.items()):

@@ -301,3 +301,58 @@ def test_the_cli_renders_a_report(run, cli):
     assert "## Summary" in printed and "- drawn when the run finishes, or now with `nanochat report`" in printed
     missing = cli("report", "--run", "nope", check=False)
     assert missing.returncode == 2 and "no run named 'nope'" in missing.stderr and "Traceback" not in missing.stderr
+
+
+COUNT = """
+[[stage]]
+name = "count"
+stage = "counting_stage:CountingStage"
+steps = 4
+sleep = 0.3
+"""
+
+
+def test_an_interrupted_run_gets_a_report_and_resumes_add_up(tmp_path, monkeypatch):
+    from nanochat import stages
+    preset = tmp_path / "count.toml"
+    preset.write_text(COUNT)
+    run = runner.open_or_create(str(preset), "counted", ["report.hourly_cost=3.6"])
+    original = stages.StageContext.metric
+
+    def cut(self, record):
+        original(self, record)
+        if record["step"] == 2:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+    monkeypatch.setattr(stages.StageContext, "metric", cut)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_pipeline(run, echo=False)
+    text = (run.dir / "report.md").read_text()
+    assert "| count | interrupted | 1 |" in text and "## Plots\n\n- drawn when the run finishes" in text
+    monkeypatch.setattr(stages.StageContext, "metric", original)
+    runner.run_pipeline(run, echo=False)
+
+    status = run.status("count")
+    assert status["attempts"] == 2 and status["earlier_seconds"] >= 0.5  # two sleeps of the first attempt
+    seconds = report.stage_seconds(status)
+    assert seconds >= 0.5 + 0.5  # and two more in the second
+    text = (run.dir / "report.md").read_text()
+    assert f"| count | done | 2 | {report.hms(seconds)} |" in text
+    assert f"**${seconds / 3600 * 3.6:,.2f}**" in text
+    assert text.count("| `") >= 2 and "Every start and resume of this run:" in text
+    assert len(run.invocations()) == 2
+
+
+def test_gpus_are_read_from_nvidia_smi(run, tmp_path, monkeypatch):
+    """nvidia-smi's CSV as it prints it on an 8xH100 node (no GPU here: a script stands in for the tool)."""
+    import os
+    from nanochat import sysinfo
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n" + "echo 'NVIDIA H100 80GB HBM3, 81559'\n" * 8)
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    assert sysinfo.gpus() == [{"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 81559 * 2**20}] * 8
+    run.record_invocation(sysinfo.capture())
+    text = report.render(run)
+    assert "- GPU: 8 x NVIDIA H100 80GB HBM3 (79.6 GiB each, 637.2 GiB in all)" in text
+    assert "Every start and resume of this run:" in text
