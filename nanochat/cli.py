@@ -94,6 +94,8 @@ def cmd_report(args) -> None:
     import time
     from nanochat import report
     from nanochat.runs import Run, RunError, list_runs
+    if args.hourly_cost is not None and args.hourly_cost < 0:
+        raise RunError(f"--hourly-cost {args.hourly_cost} is negative; give the machine's price in US$ per hour")
     if args.run:
         run = Run.open(args.run)
     else:
@@ -101,8 +103,6 @@ def cmd_report(args) -> None:
         if not runs:
             raise RunError("no runs yet, so there is no report; start one with: nanochat run --preset cpu-tiny")
         run = runs[-1]
-    if args.hourly_cost is not None and args.hourly_cost < 0:
-        raise RunError(f"--hourly-cost {args.hourly_cost} is negative; give the machine's price in US$ per hour")
     start = time.perf_counter()
     path = report.write(run, plots=not args.no_plots, hourly_cost=args.hourly_cost)
     if args.print:

@@ -8,7 +8,10 @@
 matplotlib is imported here only, at the first figure (a run with no curves never imports it), so
 `import nanochat` and the CLI stay fast. Plots no longer backed by metrics are removed on the next draw.
 """
+import io
 from pathlib import Path
+
+from nanochat.runs import atomic_write_bytes
 
 PREFIX = "plot-"
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
@@ -26,7 +29,9 @@ def draw(files, out_dir: Path) -> tuple[list[tuple[str, str]], list[str]]:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             FigureCanvasAgg(fig)
             fig.tight_layout()
-            fig.savefig(out_dir / filename, dpi=100)
+            png = io.BytesIO()
+            fig.savefig(png, format="png", dpi=100)
+            atomic_write_bytes(out_dir / filename, png.getvalue())  # a reader never sees half a picture
             drawn.append((title, filename))
         except ImportError as exc:
             note = f"no plots: matplotlib could not be imported ({exc}); `pip install matplotlib`"

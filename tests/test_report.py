@@ -356,3 +356,10 @@ def test_gpus_are_read_from_nvidia_smi(run, tmp_path, monkeypatch):
     text = report.render(run)
     assert "- GPU: 8 x NVIDIA H100 80GB HBM3 (79.6 GiB each, 637.2 GiB in all)" in text
     assert "Every start and resume of this run:" in text
+
+
+def test_the_cli_without_runs_says_how_to_start_one(cli):
+    result = cli("report", check=False)
+    assert result.returncode == 2 and "no runs yet" in result.stderr and "nanochat run --preset cpu-tiny" in result.stderr
+    negative = cli("report", "--hourly-cost", "-1", check=False)
+    assert negative.returncode == 2 and "--hourly-cost -1.0 is negative" in negative.stderr
