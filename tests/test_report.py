@@ -363,3 +363,15 @@ def test_the_cli_without_runs_says_how_to_start_one(cli):
     assert result.returncode == 2 and "no runs yet" in result.stderr and "nanochat run --preset cpu-tiny" in result.stderr
     negative = cli("report", "--hourly-cost", "-1", check=False)
     assert negative.returncode == 2 and "--hourly-cost -1.0 is negative" in negative.stderr
+
+
+def test_the_standard_chatcore_set_includes_spellingbee():
+    from nanochat.evaluation.chat import chatcore
+    from nanochat.stages.chat_eval import STANDARD, ChatEvalStage
+    assert STANDARD == ("arc-easy", "arc-challenge", "mmlu", "gsm8k", "humaneval", "spellingbee")
+    assert [t.strip() for t in ChatEvalStage.Settings().tasks.split(",")] == list(STANDARD)
+    # the centred mean over the six: a perfect SpellingBee lifts ChatCORE by 1/6
+    results = {t: {"accuracy": 0.25, "baseline": 0.25} for t in STANDARD[:3]}
+    results.update({t: {"accuracy": 0.0, "baseline": 0.0} for t in STANDARD[3:5]})
+    results["spellingbee"] = {"accuracy": 1.0, "baseline": 0.0}
+    assert chatcore(results) == pytest.approx(1 / 6)
