@@ -285,6 +285,12 @@ def test_report_settings_from_preset_and_set(tmp_path):
         report.split_settings({}, ["report.hourly_cost=cheap"])
     for preset in ("speedrun-d20", "gpt2-d24", "run1000-d32"):
         assert runner.load_preset(preset)[1]["report"]["hourly_cost"] == 24.0
+    # kept in run.json, changed on resume like any --set
+    preset = tmp_path / "count.toml"
+    preset.write_text(COUNT + "[report]\nhourly_cost = 1.5\n")
+    assert runner.open_or_create(str(preset), "priced", []).info["report"] == {"hourly_cost": 1.5}
+    assert runner.open_or_create(None, "priced", ["report.hourly_cost=2"]).info["report"] == {"hourly_cost": 2.0}
+    assert runner.open_or_create(None, "priced", ["steps=2"]).info["report"] == {"hourly_cost": 2.0}
 
 
 def test_the_cli_renders_a_report(run, cli):
