@@ -148,14 +148,19 @@ def _time(text):
         return None
 
 
-def attempt_seconds(status: dict, stage_dir: Path | None = None) -> float:
-    """Seconds of the latest attempt: started -> finished; for an attempt that never finished (still running,
-    or killed) -> the last write to its stage folder."""
-    start, end = _time(status.get("started")), _time(status.get("finished"))
+def attempt_end(status: dict, stage_dir: Path | None = None):
+    """When the latest attempt ended: its `finished` time or, for one that never finished (still running, or
+    killed), the last write to its stage folder."""
+    end = _time(status.get("finished"))
     if end is None and stage_dir is not None:
         mtimes = [(stage_dir / f).stat().st_mtime for f in STAGE_FILES if (stage_dir / f).exists()]
         end = datetime.datetime.fromtimestamp(max(mtimes)).astimezone() if mtimes else None
-    end = end or _time(status.get("updated"))
+    return end or _time(status.get("updated"))
+
+
+def attempt_seconds(status: dict, stage_dir: Path | None = None) -> float:
+    """Seconds of the latest attempt, started -> attempt_end()."""
+    start, end = _time(status.get("started")), attempt_end(status, stage_dir)
     if start is None or end is None:
         return 0.0
     return max((end - start).total_seconds(), 0.0)
@@ -311,10 +316,12 @@ def _wall_clock(files: RunFiles, hourly_cost) -> list[str]:
                      f"{hms(seconds) if status.get('state') != 'pending' else '-'} |")
     lines += ["", f"- total wall clock (stages): **{hms(total)}** ({total / 3600:.2f} h)"]
     starts = [_time(inv.get("time")) for inv in files.invocations] + [_time((files.info or {}).get("created"))]
-    ends = [_time((files.statuses.get(e["name"]) or {}).get("finished")) for e in files.stages]
+    ends = [attempt_end(status, files.run.stage_dir(name)) for name, status in files.statuses.items()
+            if status and status.get("state") != "pending"]
     starts, ends = [t for t in starts if t], [t for t in ends if t]
     if starts and ends and max(ends) > min(starts):
-        lines.append(f"- from the run's start to its last finished stage: {hms((max(ends) - min(starts)).total_seconds())}")
+        lines.append(f"- from the run's start to its latest stage's end: {hms((max(ends) - min(starts)).total_seconds())}"
+                     " (pauses between resumes included)")
     if hourly_cost:
         lines.append(f"- estimated cost: **${total / 3600 * hourly_cost:,.2f}** ({total / 3600:.2f} h x "
                      f"${hourly_cost:,.2f}/h, the `report.hourly_cost` setting)")
@@ -339,14 +346,22 @@ def _stage_sections(files: RunFiles) -> list[str]:
             if state == "done" or status is None:
                 lines.append(f"- **missing:** `{name}/report.md`, the stage's own section")
             else:
-                lines.append(f"- state: {state}" + (f" — {status['error']}" if (status or {}).get("error") else ""))
+                lines.append(f"- state: {_state(status, files.run.stage_dir(name))}")
         else:
             lines += ["", section]
             if state in ("failed", "interrupted", "running"):
-                lines += ["", f"- state now: {state}" + (f" — {status['error']}" if status.get("error") else "")]
+                lines += ["", f"- state now: {_state(status, files.run.stage_dir(name))}"]
         if problems:
             lines += [""] + [f"- **missing:** {p}" for p in problems]
     return lines
+
+
+def _state(status: dict, stage_dir: Path) -> str:
+    state = status.get("state")
+    if state == "running":  # or killed without a word: only the last write tells
+        end = attempt_end(status, stage_dir)
+        return f"running (last written to {end.isoformat(timespec='seconds') if end else '?'})"
+    return state + (f" — {status['error']}" if status.get("error") else "")
 
 
 def _evaluations(files: RunFiles) -> list[str]:
