@@ -28,7 +28,8 @@ def draw(files, out_dir: Path) -> tuple[list[tuple[str, str]], list[str]]:
                 return
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             FigureCanvasAgg(fig)
-            fig.tight_layout()
+            # fixed margins: tight_layout would measure every label first and cost a third of the time
+            fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.9, wspace=0.25)
             png = io.BytesIO()
             fig.savefig(png, format="png", dpi=100)
             atomic_write_bytes(out_dir / filename, png.getvalue())  # a reader never sees half a picture
@@ -135,7 +136,8 @@ def _accuracy(new_figure, files):
     width = 0.8 / len(bars)
     for i, (label, scores) in enumerate(bars.items()):
         xs = [t + (i - (len(bars) - 1) / 2) * width for t in range(len(tasks))]
-        ax.bar(xs, [scores.get(t, 0.0) for t in tasks], width, label=label, color=COLORS[i % len(COLORS)])
+        bars_drawn = ax.bar(xs, [scores.get(t, 0.0) for t in tasks], width, label=label, color=COLORS[i % len(COLORS)])
+        ax.bar_label(bars_drawn, labels=[f"{scores[t]:.2f}" if t in scores else "" for t in tasks], fontsize=7)
     ax.set_xticks(range(len(tasks)))
     ax.set_xticklabels(tasks, rotation=15)
     ax.set_ylim(0, 1)
