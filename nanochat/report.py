@@ -17,7 +17,7 @@ import datetime
 import json
 from pathlib import Path
 
-from nanochat.runs import STATES, Run, atomic_write_text
+from nanochat.runs import STATES, Run, atomic_write_text, read_jsonl
 
 # the summary table: rows (task label in the run files -> row name) and columns (model source -> column)
 SUMMARY_ROWS = {"CORE": "CORE", "arc-easy": "ARC-Easy", "arc-challenge": "ARC-Challenge", "mmlu": "MMLU",
@@ -109,24 +109,13 @@ class RunFiles:
 
 def _jsonl(path: Path, root: Path) -> tuple[list[dict], list[str]]:
     """Records of a JSON-lines file and a sentence for every line that could not be read (not raised)."""
-    if not path.exists():
-        return [], []
-    records, problems = [], []
+    damaged = []
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        records = read_jsonl(path, damaged)
     except OSError as exc:
         return [], [f"`{_rel(path, root)}` could not be read ({_short(exc)})"]
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError
-            records.append(record)
-        except ValueError:
-            problems.append(f"`{_rel(path, root)}` line {i} is damaged (cut short or not JSON) and was skipped")
-    return records, problems
+    return records, [f"`{_rel(path, root)}` line {i} is damaged (cut short or not JSON) and was skipped"
+                     for i in damaged]
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -140,7 +140,7 @@ class Run:
         _append_line(self.stage_dir(stage) / "metrics.jsonl", json.dumps(record, ensure_ascii=False))
 
     def metrics(self, stage: str) -> list[dict]:
-        return _read_lines(self.stage_dir(stage) / "metrics.jsonl")
+        return read_jsonl(self.stage_dir(stage) / "metrics.jsonl")
 
     def keep_metrics(self, stage: str, keep) -> None:
         """Drop records a resumed stage will write again (those after its checkpoint)."""
@@ -157,7 +157,7 @@ class Run:
         _append_line(self.dir / "invocations.jsonl", json.dumps(record, ensure_ascii=False))
 
     def invocations(self) -> list[dict]:
-        return _read_lines(self.dir / "invocations.jsonl")
+        return read_jsonl(self.dir / "invocations.jsonl")
 
     # -- concurrency ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -178,17 +178,23 @@ class Run:
             os.close(fd)
 
 
-def _read_lines(path: Path) -> list[dict]:
-    """The records of a JSON-lines file; a last line cut by a crash is dropped, any other damage is named."""
+def read_jsonl(path: Path, damaged: list | None = None) -> list[dict]:
+    """The records of a JSON-lines file. A last line cut by a crash is dropped; any other damaged line is an
+    error naming it, unless `damaged` is a list: then every damaged line's number goes there and is skipped."""
     if not path.exists():
         return []
     records = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     for i, line in enumerate(lines):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:  # only a last line cut by a crash is expected
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            records.append(record)
+        except ValueError:
+            if damaged is not None:
+                damaged.append(i + 1)
+            elif i != len(lines) - 1:  # only a last line cut by a crash is expected
                 raise RunFileError(f"{path} line {i + 1} is damaged; it was left as it is") from None
     return records
 
