@@ -271,8 +271,8 @@ def summary_table(files: RunFiles) -> tuple[dict, list[str]]:
                 table["ChatCORE"][column] = f"{summary['ChatCORE']:.4f}"
             elif "ChatCORE (these tasks)" in summary:
                 table["ChatCORE"][column] = f"{summary['ChatCORE (these tasks)']:.4f}*"
-                notes.append(f"- \\* {column}: ChatCORE over the tasks stage {name!r} ran ({', '.join(accuracies)}), "
-                             f"not the standard set")
+                notes.append(f"- \\* {column}: ChatCORE (these tasks), over the tasks stage {name!r} ran "
+                             f"({', '.join(accuracies)}), not the standard set")
             elif files.statuses.get(name) is None:
                 notes.append(f"- {column}: ChatCORE unknown because `{name}/status.json` is missing or damaged")
     return table, notes
