@@ -90,6 +90,27 @@ def cmd_run(args) -> None:
     print(f"run {run.name!r} finished; report: {run.dir / 'report.md'}")
 
 
+def cmd_report(args) -> None:
+    import time
+    from nanochat import report
+    from nanochat.runs import Run, RunError, list_runs
+    if args.hourly_cost is not None and args.hourly_cost < 0:
+        raise RunError(f"--hourly-cost {args.hourly_cost} is negative; give the machine's price in US$ per hour")
+    if args.run:
+        run = Run.open(args.run)
+    else:
+        runs = list_runs()
+        if not runs:
+            raise RunError("no runs yet, so there is no report; start one with: nanochat run --preset cpu-tiny")
+        run = runs[-1]
+    start = time.perf_counter()
+    path = report.write(run, plots=not args.no_plots, hourly_cost=args.hourly_cost)
+    if args.print:
+        print(path.read_text(encoding="utf-8"), end="")
+    else:
+        print(f"report of run {run.name!r}: {path} ({time.perf_counter() - start:.1f} s)")
+
+
 def cmd_data(args) -> int:
     from nanochat import download
     if args.data_command == "download":
@@ -188,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list runs and the state of each stage")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("report", help="render a run's report card (report.md and PNG plots in the run folder)")
+    p.add_argument("--run", help="run name (default: the newest run, the last one `nanochat runs` lists)")
+    p.add_argument("--hourly-cost", type=float, help="US$ per hour of the machine, for the cost estimate "
+                                                      "(default: the run's report.hourly_cost setting)")
+    p.add_argument("--no-plots", action="store_true", help="the markdown only (no matplotlib)")
+    p.add_argument("--print", action="store_true", help="print the markdown too")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("presets", help="list the pipeline presets")
     p.set_defaults(func=cmd_presets)

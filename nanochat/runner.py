@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from nanochat import __version__, distributed, plugins
+from nanochat import __version__, distributed, plugins, report, sysinfo
 from nanochat.runs import Run, RunError, now
 from nanochat.stages import (STAGES, StageContext, StageError, find_artifact, make_settings, needs_of,
                              settings_fields, stage_class)
@@ -122,17 +122,8 @@ def versions() -> dict:
 
 
 def git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        if out.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    git = sysinfo.git_state()
+    return git and git["commit"] + ("-dirty" if git["dirty"] else "")
 
 
 def open_or_create(preset: str | None, name: str | None, overrides: list[str]) -> Run:
@@ -142,6 +133,9 @@ def open_or_create(preset: str | None, name: str | None, overrides: list[str]) -
         if preset is not None and load_preset(preset)[0] != existing:
             raise RunError(f"run {name!r} exists with preset {existing!r}, not {preset!r}: resume it with "
                            f"`nanochat run --name {name}`, or start a new run with another --name")
+        changed, overrides = report.split_settings({}, list(overrides))
+        if changed:
+            run.update_info(report={**run.info.get("report", {}), **changed})
         if overrides:
             update_settings(run, overrides)
         return run
@@ -149,11 +143,12 @@ def open_or_create(preset: str | None, name: str | None, overrides: list[str]) -
         raise RunError(f"no run named {name!r}; start one with `nanochat run --preset NAME --name {name}`"
                        if name else "give --preset to start a run (or --name to resume one)")
     preset_id, data = load_preset(preset)
-    entries = plan(data, list(overrides))
+    report_settings, overrides = report.split_settings(data.get("report", {}), list(overrides))
+    entries = plan(data, overrides)
     name = name or f"{Path(preset_id).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     return Run.create(name, {"preset": preset_id, "description": data.get("description", ""),
                              "overrides": list(overrides), "stages": entries, "versions": versions(),
-                             "host": socket.gethostname()})
+                             "host": socket.gethostname(), "report": report_settings})
 
 
 def update_settings(run: Run, overrides: list[str]) -> None:
@@ -252,8 +247,8 @@ def torchrun_command(run: Run, entry: dict, launch: Launch) -> list[str]:
 
 def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only: list[str] | None = None) -> Run:
     launch = launch or Launch()
-    from nanochat import report
-    with run.lock():
+    with run.lock(), report.written_after(run):  # text after each stage, plots too when the run ends well
+        run.record_invocation(sysinfo.capture(launch))  # the report renders from files: keep the machine's facts
         stages = run.stages()
         if only:
             unknown = set(only) - {s["name"] for s in stages}
@@ -273,7 +268,8 @@ def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only
             echo and print(f"[{run.name}] {name}: {'resuming' if resuming else 'starting'}", flush=True)
             run.set_status(name, state="running", started=now(), finished=None, pid=os.getpid(),
                            host=socket.gethostname(), attempts=status.get("attempts", 0) + 1,
-                           world_size=launch.nproc_per_node * launch.nnodes)
+                           world_size=launch.nproc_per_node * launch.nnodes,
+                           earlier_seconds=report.stage_seconds(status, run.stage_dir(name)) if resuming else 0.0)
             if launch.distributed and getattr(stage_class(entry["stage"]), "distributed", True):
                 code = subprocess.call(torchrun_command(run, entry, launch))
                 if code != 0:
@@ -283,7 +279,7 @@ def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only
                                      f"see {run.stage_dir(name) / 'log.txt'}")
             else:
                 execute_stage(run, entry, echo=echo)
-            report.write(run)
+            report.write(run, plots=False)
     return run
 
 

@@ -1,6 +1,7 @@
 """A run on disk: the single source of truth that the CLI, the dashboard and the report read.
 
     runs/<name>/run.json                 preset, stages with their settings, versions, git commit
+    runs/<name>/invocations.jsonl        one line per `nanochat run` start or resume: command, machine, git
     runs/<name>/<stage>/status.json      pending / running / interrupted / failed / done, with times
     runs/<name>/<stage>/metrics.jsonl    one JSON object per step or evaluation
     runs/<name>/<stage>/log.txt          what the stage printed
@@ -43,15 +44,19 @@ def now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -135,18 +140,7 @@ class Run:
         _append_line(self.stage_dir(stage) / "metrics.jsonl", json.dumps(record, ensure_ascii=False))
 
     def metrics(self, stage: str) -> list[dict]:
-        path = self.stage_dir(stage) / "metrics.jsonl"
-        if not path.exists():
-            return []
-        records = []
-        lines = path.read_text(encoding="utf-8").splitlines()
-        for i, line in enumerate(lines):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i != len(lines) - 1:  # only a last line cut by a crash is expected
-                    raise RunFileError(f"{path} line {i + 1} is damaged; it was left as it is") from None
-        return records
+        return read_jsonl(self.stage_dir(stage) / "metrics.jsonl")
 
     def keep_metrics(self, stage: str, keep) -> None:
         """Drop records a resumed stage will write again (those after its checkpoint)."""
@@ -157,6 +151,13 @@ class Run:
 
     def append_log(self, stage: str, text: str) -> None:
         _append_line(self.stage_dir(stage) / "log.txt", text.rstrip("\n"))
+
+    def record_invocation(self, record: dict) -> None:
+        """What started or resumed this run (`nanochat.sysinfo.capture()`), for the report card."""
+        _append_line(self.dir / "invocations.jsonl", json.dumps(record, ensure_ascii=False))
+
+    def invocations(self) -> list[dict]:
+        return read_jsonl(self.dir / "invocations.jsonl")
 
     # -- concurrency ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -175,6 +176,27 @@ class Run:
             yield self
         finally:
             os.close(fd)
+
+
+def read_jsonl(path: Path, damaged: list | None = None) -> list[dict]:
+    """The records of a JSON-lines file. A last line cut by a crash is dropped; any other damaged line is an
+    error naming it, unless `damaged` is a list: then every damaged line's number goes there and is skipped."""
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            records.append(record)
+        except ValueError:
+            if damaged is not None:
+                damaged.append(i + 1)
+            elif i != len(lines) - 1:  # only a last line cut by a crash is expected
+                raise RunFileError(f"{path} line {i + 1} is damaged; it was left as it is") from None
+    return records
 
 
 def _append_line(path: Path, line: str) -> None:

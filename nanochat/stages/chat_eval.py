@@ -1,8 +1,8 @@
 """Stage `chat-eval`: how well a chat model does on its tasks, and ChatCORE.
 
-The standard set is ARC-Easy, ARC-Challenge, MMLU, GSM8K and HumanEval (their data comes from the
-Hugging Face hub: `nanochat tasks download ...`); any task of any kind can be listed instead, e.g. the
-offline starter tasks in the cpu-tiny preset. ChatCORE is reported over the tasks that ran, and the
+The standard set is ARC-Easy, ARC-Challenge, MMLU, GSM8K, HumanEval (their data comes from the Hugging
+Face hub: `nanochat tasks download ...`) and SpellingBee (offline), as in the reference report card; any
+task of any kind can be listed instead, e.g. the offline starter tasks in the cpu-tiny preset. ChatCORE is reported over the tasks that ran, and the
 report says whether that was the standard set.
 """
 from dataclasses import dataclass
@@ -12,7 +12,7 @@ from nanochat.evaluation.chat import centered, chatcore, evaluate_categorical, e
 from nanochat.stages import CommonSettings, needs_source_model
 from nanochat.tasks import views
 
-STANDARD = ("arc-easy", "arc-challenge", "mmlu", "gsm8k", "humaneval")
+STANDARD = ("arc-easy", "arc-challenge", "mmlu", "gsm8k", "humaneval", "spellingbee")
 
 
 class ChatEvalStage:
@@ -22,7 +22,7 @@ class ChatEvalStage:
     @dataclass
     class Settings(CommonSettings):
         source: str = "sft"  # which model: mid, sft, rl (or base)
-        tasks: str = "arc-easy, arc-challenge, mmlu, gsm8k, humaneval"  # each on its test split unless @SPLIT
+        tasks: str = ", ".join(STANDARD)  # each on its test split unless @SPLIT
         max_problems: int = -1  # per task; -1 = all
         batch_size: int = 8  # categorical prompts per forward pass
         num_samples: int = 1  # generative: samples per problem (pass@k)
