@@ -12,7 +12,7 @@ from pathlib import Path
 
 MAX_PRETRAIN_VAL_BPB = 2.15           # measured 1.94-1.98
 MIN_ARITHMETIC_ACCURACY = 0.40        # measured 0.70-0.90 after RL; chance (a random 1-3 digit number) is ~0
-CHAT_PROMPT = "What is 12 + 30?"
+CHAT_PROMPT = "A train travels at 37 km per hour for 6 hours. How far does it travel?"  # starter-arithmetic, test split
 LIMIT_NOTE = "reached the limit"
 
 failures = []
