@@ -4,11 +4,12 @@ without RUN_NAME, the one run there)
 
 The bounds come from measured fresh-clone runs on a 2-core CPU, with a margin (see docs/ci.md).
 """
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from nanochat.runs import Run
 
 MAX_PRETRAIN_VAL_BPB = 2.15           # measured 1.94-1.98
 MIN_ARITHMETIC_ACCURACY = 0.40        # measured 0.70-0.90 after RL; chance (a random 1-3 digit number) is ~0
@@ -31,15 +32,14 @@ def main(run_name: str | None) -> int:
         if len(found) != 1:
             sys.exit(f"expected one run in {runs}, found {found}; name it: check_main_job.py RUN_NAME")
         run_name = found[0]
-    run_dir = runs / run_name
-    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    print(f"main job {run_name!r} in {run_dir}:")
+    run = Run(runs / run_name)
+    print(f"main job {run_name!r} in {run.dir}:")
     summary = {}
-    for stage in info["stages"]:
-        status = json.loads((run_dir / stage["name"] / "status.json").read_text(encoding="utf-8"))
+    for stage in run.stages():
+        status = run.status(stage["name"])
         check(status["state"] == "done", f"stage {stage['name']} is {status['state']}")
-        summary[stage["name"]] = status.get("summary", {})
-    report = run_dir / "report.md"
+        summary[stage["name"]] = status.get("summary") or {}
+    report = run.dir / "report.md"
     check(report.is_file() and "## Chat evaluation (rl)" in report.read_text(encoding="utf-8"),
           f"{report} written with every section")
     bpb = summary.get("pretrain", {}).get("val_bpb")
@@ -54,7 +54,7 @@ def main(run_name: str | None) -> int:
     print(f"  nanochat chat -p {CHAT_PROMPT!r} -> {chat.stdout.strip()!r}")
     check(chat.returncode == 0 and chat.stdout.strip() != "", f"nanochat chat -p replies (exit {chat.returncode})"
           + (f": {chat.stderr.strip()[-300:]}" if chat.returncode else ""))
-    check(LIMIT_NOTE not in chat.stderr, "the reply ends by itself (no token-limit note)")
+    check(chat.returncode == 0 and LIMIT_NOTE not in chat.stderr, "the reply ends by itself (no token-limit note)")
     if failures:
         print(f"main job check: {len(failures)} failed", file=sys.stderr)
         return 1
