@@ -2,7 +2,8 @@
 teaches fails CI. Usage: python .ci/check_main_job.py [RUN_NAME]   (NANOCHAT_HOME as the run had it;
 without RUN_NAME, the one run there)
 
-The bounds come from measured fresh-clone runs on a 2-core CPU, with a margin (see docs/ci.md).
+The bounds come from measured cpu-tiny runs on a 2-core CPU, with a margin (docs/pipeline.md, "The main job
+in CI").
 """
 import os
 import subprocess
