@@ -17,7 +17,18 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: created .venv with $("$PY" --version)"
 fi
 VPY=.venv/bin/python
-pip_install() { "$VPY" -m pip install --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
+# A failed step stops the set-up, naming the command and showing the end of its output.
+step_log="$(mktemp)"
+trap 'rm -f "$step_log"' EXIT
+run_step() {
+  if ! "$@" >"$step_log" 2>&1; then
+    echo "setup: FAILED: $*" >&2
+    echo "setup: its last lines of output:" >&2
+    tail -n 25 "$step_log" | sed 's/^/  | /' >&2
+    exit 1
+  fi
+}
+pip_install() { run_step "$VPY" -m pip install --disable-pip-version-check -q "$@"; }
 
 # torch: never replace a torch the user chose (CUDA builds are big and specific).
 if "$VPY" -c 'import torch' 2>/dev/null; then
@@ -43,11 +54,12 @@ if [ "$installed" != "$sig" ] && [ "$installed" != "$sig[test]" ] || ! "$VPY" -c
   [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
   if [ -f rustbpe/Cargo.toml ]; then
     if command -v cargo >/dev/null 2>&1; then
+      # a toolchain that is there but fails to build the crate is an error, not a silent fallback
       pip_install ./rustbpe
       echo "setup: built the Rust tokenizer trainer (nanochat_rustbpe)"
     else
-      echo "setup: no Rust toolchain (cargo) found: tokenizer training will use the slow Python trainer." \
-           "Install Rust from https://rustup.rs and run ./setup.sh again." >&2
+      echo "setup: warning: no Rust toolchain (cargo) found: tokenizer training will use the slow Python" \
+           "trainer. Install Rust from https://rustup.rs and run ./setup.sh again." >&2
     fi
   fi
   if [ $want_test = 1 ] && [ -d plugins/example-task ]; then

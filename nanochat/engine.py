@@ -144,10 +144,12 @@ class Engine:
                     row.expr.append(token)
             if forced:
                 feed = torch.tensor(column, dtype=torch.long, device=device).view(B, 1)
-            yield column, masks
             if n_done == B:
+                # before the yield: a consumer that stops at the stop token never resumes this generator
                 self.stop_reason = "done"
+                yield column, masks
                 return
+            yield column, masks
 
     def generate_batch(self, tokens, num_samples=1, **kw):
         """(results, masks): each row's full sequence, prompt included, without its stop token."""

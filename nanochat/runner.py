@@ -110,6 +110,53 @@ def apply_overrides(entries: list[dict], overrides: list[str]) -> None:
             e["values"][field] = value
 
 
+# -- offline presets -------------------------------------------------------------------------------
+TASK_SETTINGS = ("tasks", "val_tasks", "task")  # settings that name tasks (a mixture spec, or one task)
+
+
+def offline_problems(entries: list[dict], registry=None) -> list[str]:
+    """What the stages of a planned run would have to download before they could run, one line each.
+
+    A preset with `offline = true` (cpu-tiny) promises a run that never needs the network: every dataset,
+    task and eval bundle its stages name must ship with nanochat or already be here. Empty = kept.
+    """
+    from nanochat import datasets, tasks
+    from nanochat.evaluation import bundle
+    registry = registry or plugins.registry()
+    problems = []
+    for entry in entries:
+        where, settings = f"stage {entry['name']!r}", entry["settings"]
+        if settings.get("dataset"):
+            ds = datasets.resolve(settings["dataset"], registry)
+            for split in ("train", "val"):
+                try:
+                    ds.shards(split)
+                except datasets.DatasetError:
+                    problems.append(f"{where}: dataset {settings['dataset']!r} has no {split} shards here "
+                                    f"({ds.download_hint()})")
+                    break
+        for key in TASK_SETTINGS:
+            for item in filter(None, (x.strip() for x in str(settings.get(key) or "").split(","))):
+                match = tasks.MIX_ITEM.match(item)
+                task = tasks.resolve(match["spec"] if match else item, registry)
+                if tasks.needs_download(task):
+                    problems.append(f"{where}: task {task.name!r} ({key}) is not downloaded "
+                                    f"(nanochat tasks download {task.name})")
+        if entry["stage"] == "core-eval" and bundle.needs_download(settings.get("bundle_url") or None):
+            problems.append(f"{where}: the CORE eval bundle is not here (set NANOCHAT_EVAL_BUNDLE to a copy)")
+    return problems
+
+
+def check_offline(preset_id: str, preset: dict, entries: list[dict]) -> None:
+    """Refuse to start an offline preset's run that would stop at a download minutes in."""
+    if not preset.get("offline"):
+        return
+    problems = offline_problems(entries)
+    if problems:
+        raise StageError(f"preset {preset_id!r} is marked offline but its run would need downloads: "
+                         + "; ".join(problems))
+
+
 # -- creating or reopening a run -------------------------------------------------------------------
 def versions() -> dict:
     def version(dist):
@@ -145,6 +192,7 @@ def open_or_create(preset: str | None, name: str | None, overrides: list[str]) -
     preset_id, data = load_preset(preset)
     report_settings, overrides = report.split_settings(data.get("report", {}), list(overrides))
     entries = plan(data, overrides)
+    check_offline(preset_id, data, entries)
     name = name or f"{Path(preset_id).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     return Run.create(name, {"preset": preset_id, "description": data.get("description", ""),
                              "overrides": list(overrides), "stages": entries, "versions": versions(),

@@ -653,7 +653,8 @@ def mixture(spec: str, *, split: str = "train", registry=None) -> TaskMixture:
 # -----------------------------------------------------------------------------
 # `nanochat tasks list` and `nanochat tasks download NAME...`
 
-def _needs_download(task) -> bool:
+def needs_download(task) -> bool:
+    """True if using the task would fetch data first."""
     # Third-party tasks may implement only the plugin protocol, without needs_download/download.
     return bool(getattr(task, "needs_download", lambda: False)())
 
@@ -661,7 +662,7 @@ def _needs_download(task) -> bool:
 def _sizes(task) -> dict:
     """Split sizes when they are cheap to know (data here, task configured), else None per split."""
     try:
-        if _needs_download(task):
+        if needs_download(task):
             return {s: None for s in task.splits}
         return {s: task.num_examples(s) for s in task.splits}
     except NanochatError:  # e.g. customjson with no file given
@@ -675,7 +676,7 @@ def cmd_list(as_json: bool = False, registry=None) -> int:
         registry = plugins.registry()
     rows = []
     for task in registry.all("task"):
-        needs = _needs_download(task)
+        needs = needs_download(task)
         rows.append({"name": task.name, "kind": task.kind, "splits": _sizes(task),
                      "ready": not needs, "argument": getattr(task, "argument", None),
                      "argument_required": bool(getattr(task, "argument_required", False)),
@@ -721,4 +722,4 @@ def cmd_download(names, registry=None) -> int:
 __all__ = ["Task", "TaskView", "TaskMixture", "TaskSequence", "HubTask", "HubRows", "TaskError",
            "ConversationError", "TaskDataMissing", "validate_conversation", "render_mc", "letter_is_correct", "extract_answer", "answer_is_correct",
            "assistant_text", "shuffled_indices", "load_jsonl_conversations", "load_hub_rows", "hub_split_info",
-           "hub_cache_dir", "resolve", "cmd_list", "cmd_download", "KINDS", "ROLES", "PART_TYPES"]
+           "hub_cache_dir", "resolve", "needs_download", "cmd_list", "cmd_download", "KINDS", "ROLES", "PART_TYPES"]

@@ -4,6 +4,7 @@ import statistics
 import time
 from pathlib import Path
 
+from nanochat.errors import NanochatError
 from nanochat.table import print_table
 from nanochat.textfiles import collect_files, iter_documents
 from nanochat.tokenizer import Tokenizer
@@ -20,7 +21,27 @@ def _documents(paths, stats, max_chars, doc_cap):
             return
 
 
+def output_dir(args) -> Path:
+    """--output, else <data>/tokenizers/<--name, or the first input's name and the vocabulary size>."""
+    if args.output:
+        return Path(args.output)
+    from nanochat import paths
+    name = args.name or f"{Path(args.input[0]).expanduser().resolve().stem}-{args.vocab_size}"
+    if Path(name).name != name or name in (".", ".."):
+        raise NanochatError(f"--name {name!r} must be a plain folder name (no '/'); for a path use --output DIR")
+    return paths.tokenizers_dir() / name
+
+
+def tokenizer_dir(given: str) -> Path:
+    """A tokenizer folder as given, or the one of that name under <data>/tokenizers."""
+    from nanochat import paths
+    path = Path(given)
+    named = paths.tokenizers_dir() / given
+    return named if not path.exists() and named.exists() else path
+
+
 def train(args) -> int:
+    args.output = output_dir(args)
     stats: dict = {}
     t0 = time.time()
     tok = Tokenizer.train(_documents(args.input, stats, args.max_chars, args.doc_cap), args.vocab_size,
@@ -37,10 +58,10 @@ def train(args) -> int:
 
 
 def info(args) -> int:
-    tok = Tokenizer.load(args.dir)
+    tok = Tokenizer.load(tokenizer_dir(args.dir))
     lengths = [n for n in tok.token_bytes() if n > 0]
     longest = sorted(range(tok.bpe_vocab_size), key=lambda i: -len(tok.decode_token_bytes(i)))[:10]
-    facts = {"path": str(Path(args.dir).resolve()), "vocab_size": tok.vocab_size, "bpe_tokens": tok.bpe_vocab_size,
+    facts = {"path": str(tokenizer_dir(args.dir).resolve()), "vocab_size": tok.vocab_size, "bpe_tokens": tok.bpe_vocab_size,
              "special_tokens": tok.special_ids, "pattern": tok.pattern,
              "bytes_per_token_mean": round(statistics.mean(lengths), 3), "bytes_per_token_max": max(lengths),
              "longest_tokens": [tok.decode_token_bytes(i).decode("utf-8", "replace") for i in longest]}
@@ -53,7 +74,7 @@ def info(args) -> int:
 
 
 def encode(args) -> int:
-    tok = Tokenizer.load(args.dir)
+    tok = Tokenizer.load(tokenizer_dir(args.dir))
     ids = tok.encode(args.text)
     rows = [{"id": i, "bytes": len(tok.decode_token_bytes(i)), "token": _shown(tok.decode_token_bytes(i))} for i in ids]
     print_table(rows, ["id", "bytes", "token"])

@@ -152,3 +152,40 @@ def test_damaged_checkpoint(tmp_path, home):
     code, out, err = chat(copy, "-p", "hi")
     assert code == 2 and out == ""
     assert "is damaged" in err and "nanochat run --name tiny --stage sft" in err
+
+
+@pytest.fixture(scope="module")
+def ending_home(home, tmp_path_factory):
+    """The same tiny model with <|assistant_end|> pulled up, so some replies end by themselves within a
+    few tokens (a random model never says it is done)."""
+    import shutil
+    copy = tmp_path_factory.mktemp("ending") / "home"
+    shutil.copytree(home, copy)
+    run = Run(copy / "runs" / "tiny")
+    model, _ = checkpoint.load_model(run.checkpoint_dir("sft"), "cpu", torch.float32)
+    tok = Tokenizer.load(run.checkpoint_dir("tokenizer"))
+    with torch.no_grad():
+        model.lm_head.weight[tok.encode_special("<|assistant_end|>")] += 0.4
+    shutil.rmtree(run.checkpoint_dir("sft"))
+    checkpoint.save(run.checkpoint_dir("sft"), 10, world=World(), model=model, meta={"model_config": model.config.to_dict()})
+    return copy, Engine(model, tok)
+
+
+def test_reply_that_ends_by_itself_gets_no_limit_note(ending_home):
+    home, engine = ending_home
+    prompt = "12 + 30"
+    ids = engine.chat_prompt([{"role": "user", "content": prompt}])
+    reply_tokens = []
+    for column, _ in engine.generate(ids, max_tokens=40, temperature=0.0):
+        if column[0] in engine.stops:
+            break
+        reply_tokens.append(column[0])
+    assert 2 <= len(reply_tokens) < 40, "the crafted model should end this reply by itself after a few tokens"
+    code, out, err = chat(home, "-p", prompt, "--temperature", "0", "--max-tokens", "40")
+    assert code == 0, err
+    assert out == reply(engine, prompt, max_tokens=40)[0] + "\n"
+    assert "reached the limit" not in err
+    code, out, err = chat(home, "-p", prompt, "--temperature", "0", "--max-tokens", "1")
+    assert code == 0, err
+    assert out == reply(engine, prompt, max_tokens=1)[0] + "\n"
+    assert "(the reply reached the limit of 1 tokens; raise it with --max-tokens)" in err

@@ -1,5 +1,11 @@
 """The main job end to end: `nanochat run --preset cpu-tiny`, every stage, shrunk to seconds, then chat with it."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 TINY = ["tokenizer.vocab_size=1024", "tokenizer.max_chars=2000000", "depth=2", "head_dim=32", "max_seq_len=64",
@@ -32,3 +38,10 @@ def test_cpu_tiny_runs_every_stage_end_to_end(cli, nanochat_home):
     assert "tiny" in reply.stdout + reply.stderr  # it says which run it loaded
     again = cli("run", "--name", "tiny")
     assert again.stdout.count(": done, skipping") == 10
+
+    # CI's check of the main job reads these files; on a run shrunk to seconds it must say what fell short
+    check = subprocess.run([sys.executable, str(REPO / ".ci" / "check_main_job.py")], capture_output=True,
+                           text=True, timeout=300, env={**os.environ, "NANOCHAT_HOME": str(nanochat_home)})
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "ok   stage chat-eval-rl is done" in check.stdout and "report.md written" in check.stdout
+    assert "FAIL pretraining val bpb" in check.stdout and "main job check:" in check.stderr

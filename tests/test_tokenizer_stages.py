@@ -5,7 +5,8 @@ from nanochat import runner
 from nanochat.tokenizer import Tokenizer
 
 
-def test_tokenizer_stages_train_save_and_evaluate(tmp_path):
+def test_tokenizer_stages_train_save_and_evaluate(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-tiktoken-cache"))
     preset = tmp_path / "tok.toml"
     preset.write_text('[[stage]]\nname = "tokenizer"\nvocab_size = 1024\nmax_chars = 2000000\n'
                       '[[stage]]\nname = "tokenizer-eval"\nmax_docs = 50\n')
@@ -17,7 +18,8 @@ def test_tokenizer_stages_train_save_and_evaluate(tmp_path):
     assert {"starter-val-en", "starter-val-zh", "code", "modern-zh"} <= set(evals)
     assert evals["starter-val-en"]["ours_bytes_per_token"] > 2.0  # BPE merged real words
     report = (run.dir / "report.md").read_text()
-    assert "## Tokenizer evaluation" in report and "gpt2: skipped (NANOCHAT_OFFLINE" in report
+    assert "## Tokenizer evaluation" in report
+    assert "comparison with gpt2 / cl100k_base skipped: offline (tiktoken could not fetch its file)" in report
     # A rerun of a finished stage reuses the tokenizer on disk.
     run.set_status("tokenizer", state="interrupted")
     runner.run_pipeline(run, echo=False)
@@ -49,3 +51,17 @@ def test_tokenizer_command_errors_name_the_problem(tmp_path, cli):
     empty = cli("tokenizer", "train", "--input", str(tmp_path / "nothing"), "--vocab-size", "300",
                 "--output", str(tmp_path / "o"), check=False)
     assert empty.returncode == 2 and "does not exist" in empty.stderr
+
+
+def test_tokenizer_train_without_output_saves_under_the_data_dir(tmp_path, cli, nanochat_home):
+    texts = tmp_path / "mytexts"
+    texts.mkdir()
+    (texts / "a.txt").write_text("the quick brown fox jumps over the lazy dog " * 20)
+    result = cli("tokenizer", "train", "--input", str(texts), "--vocab-size", "300")
+    saved = nanochat_home / "tokenizers" / "mytexts-300"
+    assert (saved / "tokenizer.json").exists() and f"saved to {saved}" in result.stdout
+    cli("tokenizer", "train", "--input", str(texts), "--vocab-size", "300", "--name", "fox")
+    info = json.loads(cli("tokenizer", "info", "fox", "--json").stdout)  # found by its name
+    assert info["path"].endswith("tokenizers/fox") and info["special_tokens"]["<|bos|>"]
+    bad = cli("tokenizer", "train", "--input", str(texts), "--vocab-size", "300", "--name", "../x", check=False)
+    assert bad.returncode == 2 and "--name '../x' must be a plain folder name" in bad.stderr

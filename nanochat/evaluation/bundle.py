@@ -82,6 +82,14 @@ def fetch(url: str | None = None, *, sha256: str | None = None, log=None, retrie
     return target
 
 
+def needs_download(url: str | None = None) -> bool:
+    """True when `fetch(url)` would have to download the bundle (nothing usable is here yet)."""
+    if not url and os.environ.get("NANOCHAT_EVAL_BUNDLE"):
+        return False
+    url = url or os.environ.get("NANOCHAT_EVAL_BUNDLE_URL") or OFFICIAL_URL
+    return _not_reusable(paths.cache_dir() / "eval_bundle", url, (KNOWN_SHA256.get(url) or "").lower() or None) is not None
+
+
 def check_layout(folder: Path, where: str = "the eval bundle") -> Path:
     """`folder` if it looks like an eval bundle, else a BundleError naming what is missing."""
     missing = [name for name in REQUIRED if not (folder / name).exists()]

@@ -34,18 +34,55 @@ def language_of(text: str) -> str:
     return "zh" if letters and han / letters > 0.3 else "en"
 
 
+REFERENCES = ("gpt2", "cl100k_base")
+OFFLINE_REASON = "offline (tiktoken could not fetch its file)"
+
+
+class _NoFetch(ConnectionError):
+    """Raised instead of a download while NANOCHAT_OFFLINE is set: tiktoken's cache is all there is."""
+
+
+def _refuse_fetch(blobpath):
+    raise _NoFetch(blobpath)
+
+
 def reference_encodings() -> tuple[dict, dict]:
-    """tiktoken's gpt2 and cl100k_base when they can be loaded (they download once), else why not."""
+    """tiktoken's gpt2 and cl100k_base when they can be loaded (from tiktoken's cache, or downloaded once
+    when the network allows), else why not, in words a person can act on."""
     import tiktoken
+    import tiktoken.load
     found, skipped = {}, {}
-    if os.environ.get("NANOCHAT_OFFLINE"):
-        return found, {n: "NANOCHAT_OFFLINE is set, so nothing is downloaded" for n in ("gpt2", "cl100k_base")}
-    for name in ("gpt2", "cl100k_base"):
+    offline = bool(os.environ.get("NANOCHAT_OFFLINE"))
+    real_read_file = tiktoken.load.read_file
+    for name in REFERENCES:
+        if offline:  # a cached file is still read; only the fetch is refused
+            tiktoken.load.read_file = _refuse_fetch
         try:
             found[name] = tiktoken.get_encoding(name)
-        except Exception as exc:  # offline machines cannot fetch the vocab files
-            skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+        except Exception as exc:  # offline, or e.g. a damaged file in tiktoken's cache
+            skipped[name] = (OFFLINE_REASON if _is_network_error(exc)
+                             else f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+        finally:
+            tiktoken.load.read_file = real_read_file
     return found, skipped
+
+
+def skipped_notes(skipped: dict) -> list[str]:
+    """'comparison with gpt2 / cl100k_base skipped: offline (...)': one line per reason."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in skipped.items():
+        by_reason.setdefault(why, []).append(name)
+    return [f"comparison with {' / '.join(names)} skipped: {why}" for why, names in by_reason.items()]
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    import http.client
+    while exc is not None:
+        if isinstance(exc, (ConnectionError, TimeoutError, http.client.HTTPException)) or \
+                type(exc).__module__.startswith(("requests", "urllib", "socket")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class TokenizerStage:
@@ -132,8 +169,9 @@ class TokenizerEvalStage:
             rows.append(row)
             ctx.metric(row)
             ctx.log("  ".join(f"{k}={v}" for k, v in row.items()))
-        for name, why in skipped.items():
-            ctx.log(f"comparison with {name} skipped: {why}")
+        notes = skipped_notes(skipped)
+        for note in notes:
+            ctx.log(note)
         for row in rows:
             if row["text"].startswith(f"{ctx.settings.dataset}-val-"):
                 ctx.summary[f"bytes_per_token_{row['text'].rsplit('-', 1)[1]}"] = row["ours_bytes_per_token"]
@@ -143,5 +181,4 @@ class TokenizerEvalStage:
         for r in rows:
             table.append(f"| {r['text']} | {r['bytes']:,} | " + " | ".join(
                 f"{r[f'{n}_tokens']:,} | {r[f'{n}_bytes_per_token']}" for n in names) + " |")
-        notes = [f"- {n}: skipped ({why})" for n, why in skipped.items()]
         ctx.write_report("## Tokenizer evaluation\n\n" + "\n".join(table + ([""] + notes if notes else [])))
