@@ -171,7 +171,7 @@ class Run:
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
                 raise RunBusy(f"run {self.name!r} is being driven by {holder}; wait for it or stop it first") from None
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now()}".encode(), 0)
             yield self
         finally:
             os.close(fd)
@@ -180,11 +180,22 @@ class Run:
 def _append_line(path: Path, line: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # One write of a whole line in append mode: concurrent readers see whole lines or nothing new.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        _drop_cut_line(fd)
         os.write(fd, (line + "\n").encode("utf-8"))
     finally:
         os.close(fd)
+
+
+def _drop_cut_line(fd: int) -> None:
+    """A line cut short by a crash (no newline) was never a whole record: drop it, or the next line would join it."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
+    cut = tail.rfind(b"\n")
+    os.ftruncate(fd, size - len(tail) + cut + 1 if cut >= 0 else 0)
 
 
 def list_runs() -> list[Run]:

@@ -6,6 +6,7 @@ behave the same everywhere.
 """
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -53,9 +54,11 @@ class Checkpointer:
     def resume(self):
         """(Loop, loader states by stream) from the latest checkpoint of this stage, or None to start fresh."""
         ctx = self.ctx
-        if checkpoint.latest_step(ctx.checkpoint_dir) is None:
+        if not (Path(ctx.checkpoint_dir) / "latest.json").exists():
             return None
-        ckpt = checkpoint.load(ctx.checkpoint_dir)
+        ckpt = checkpoint.load(ctx.checkpoint_dir)  # falls back past a damaged newest checkpoint
+        if ckpt.skipped:
+            ctx.log(f"warning: {ckpt.skipped}; resuming from the previous checkpoint, step {ckpt.step}")
         saved, wanted = ckpt.meta.get("model_config"), self.meta["model_config"]
         if saved != wanted:
             raise StageError(f"checkpoint {ckpt.path} holds a model with config {saved}, but the settings ask for "
