@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nanochat import faults
 from nanochat.errors import NanochatError
 from nanochat.runs import atomic_write_json
 
@@ -95,6 +96,7 @@ def save(directory: Path, step: int, *, world, model=None, meta: dict | None = N
     try:
         if rank_state is not None:
             _atomic_torch_save(rank_state, partial / f"rank{world.rank}.pt")
+        faults.hit("checkpoint")  # rank files written, model not yet
         if world.is_main and model is not None:
             _atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, partial / "model.pt")
     except OSError as e:

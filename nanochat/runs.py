@@ -20,7 +20,7 @@ import re
 import socket
 from pathlib import Path
 
-from nanochat import paths
+from nanochat import faults, paths
 from nanochat.errors import NanochatError
 
 STATES = ("pending", "running", "interrupted", "failed", "done")
@@ -128,10 +128,12 @@ class Run:
 
     def set_status(self, stage: str, **fields) -> dict:
         status = {**self.status(stage), **fields, "updated": now()}
+        faults.hit("status")
         atomic_write_json(self.stage_dir(stage) / "status.json", status)
         return status
 
     def append_metrics(self, stage: str, record: dict) -> None:
+        faults.hit("metrics")
         _append_line(self.stage_dir(stage) / "metrics.jsonl", json.dumps(record, ensure_ascii=False))
 
     def metrics(self, stage: str) -> list[dict]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from nanochat import checkpoint
+from nanochat import checkpoint, faults
 from nanochat.stages import StageError
 
 
@@ -55,6 +55,8 @@ class Checkpointer:
         """(Loop, loader states by stream) from the latest checkpoint of this stage, or None to start fresh."""
         ctx = self.ctx
         if not (Path(ctx.checkpoint_dir) / "latest.json").exists():
+            # killed before its first checkpoint: the fresh start writes every record again
+            ctx.run.keep_metrics(ctx.name, lambda r: False)
             return None
         ckpt = checkpoint.load(ctx.checkpoint_dir)  # falls back past a damaged newest checkpoint
         if ckpt.skipped:
@@ -115,6 +117,7 @@ def optimizer_step(train_model, batches, optimizer, world) -> float:
                              f"device_batch_size={max(x.shape[0] // 2, 1)}; gradient accumulation keeps the total "
                              f"batch (and the results) the same") from None
         total = loss.detach() if total is None else total + loss.detach()
+    faults.hit("step")
     optimizer.step()
     train_model.zero_grad(set_to_none=True)
     value = (total / len(batches)).item()  # the one device sync of the step
