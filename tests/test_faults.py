@@ -52,3 +52,18 @@ def test_kill_at_each_point_then_resume_gives_the_uninterrupted_run(preset):
     print("\nfault x pretrain -> resumed from step, curve:", table)
     assert all(same == "same" for _, _, same in table), table
     assert any(step != "-" for _, step, _ in table)  # some resumes really came from a checkpoint
+
+
+def test_a_truncated_latest_checkpoint_is_named_and_the_previous_one_used(preset):
+    expected = curve(runner.run_pipeline(runner.open_or_create(preset, "straight", []), echo=False))
+    env = {**os.environ, "NANOCHAT_FAULT": "step@6"}  # after the step-4 checkpoint
+    killed = subprocess.run([NANOCHAT, "run", "--preset", preset, "--name", "cut"], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    model = Run.open("cut").checkpoint_dir("pretrain") / "step_000004" / "model.pt"
+    model.write_bytes(model.read_bytes()[:1000])
+    resumed = subprocess.run([NANOCHAT, "run", "--name", "cut"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{model} is truncated" in resumed.stdout + resumed.stderr
+    assert "resumed from step 2" in resumed.stdout
+    assert curve(Run.open("cut")) == expected
