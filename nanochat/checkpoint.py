@@ -7,9 +7,14 @@
 
 Every rank writes into `step_XXXXXX.partial/`; after a barrier rank 0 writes meta.json and renames the
 folder, then points latest.json at it. A crash at any moment leaves either the old checkpoint or
-the new one, never a mix.
+the new one, never a mix. meta.json records each file's size and sha256, so a checkpoint damaged
+later (a truncated copy, a bad disk) is detected on resume: the damaged file is named and the previous
+checkpoint (the last two are kept) is used instead.
 """
+import errno
+import hashlib
 import json
+import sys
 import random
 import shutil
 from dataclasses import dataclass
@@ -18,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nanochat import faults
 from nanochat.errors import NanochatError
 from nanochat.runs import atomic_write_json
 
@@ -32,8 +38,35 @@ def step_dir(directory: Path, step: int) -> Path:
 
 def _atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    with open(tmp, "wb", buffering=0) as raw:
+        file = _WriteErrors(raw)
+        try:
+            torch.save(obj, file)
+        except RuntimeError:
+            if file.error:  # torch reports a failed write as a RuntimeError; the OSError says why (ENOSPC...)
+                raise file.error from None
+            raise
     tmp.replace(path)
+
+
+class _WriteErrors:
+    """A file that remembers the OSError of a failed write."""
+
+    def __init__(self, raw):
+        self.raw, self.error = raw, None
+
+    def write(self, data):
+        view, done = memoryview(data), 0
+        try:
+            while done < len(view):  # an unbuffered write may be short
+                done += self.raw.write(view[done:])
+            return done
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self):
+        self.raw.flush()
 
 
 def rng_state() -> dict:
@@ -60,13 +93,25 @@ def save(directory: Path, step: int, *, world, model=None, meta: dict | None = N
         shutil.rmtree(partial, ignore_errors=True)  # leftovers of a save that crashed
         partial.mkdir(parents=True)
     world.barrier()
-    if rank_state is not None:
-        _atomic_torch_save(rank_state, partial / f"rank{world.rank}.pt")
-    if world.is_main and model is not None:
-        _atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, partial / "model.pt")
+    try:
+        if rank_state is not None:
+            _atomic_torch_save(rank_state, partial / f"rank{world.rank}.pt")
+        faults.hit("checkpoint")  # rank files written, model not yet
+        if world.is_main and model is not None:
+            _atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, partial / "model.pt")
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        need = _state_bytes(rank_state) + (_state_bytes(model.state_dict()) if world.is_main and model is not None else 0)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise CheckpointError(f"no space to save checkpoint step {step} in {directory} ({e.strerror}): it needs about "
+                              f"{need / 2**20:.1f} MiB per process; the previous checkpoint is intact. Free disk space "
+                              f"(or lower keep_checkpoints) and resume") from None
     world.barrier()
     if world.is_main:
-        atomic_write_json(partial / "meta.json", {**(meta or {}), "step": step, "world_size": world.size})
+        files = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(partial.glob("*.pt"))}
+        atomic_write_json(partial / "meta.json", {**(meta or {}), "step": step, "world_size": world.size,
+                                                  "files": files})
         shutil.rmtree(final, ignore_errors=True)  # the same step saved again (a resumed run's final save)
         partial.rename(final)
         atomic_write_json(directory / "latest.json", {"step": step})
@@ -75,8 +120,47 @@ def save(directory: Path, step: int, *, world, model=None, meta: dict | None = N
     return final
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _state_bytes(obj) -> int:
+    """Bytes of the tensors in a (nested) state dict: what a save of it needs on disk, roughly."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_state_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_state_bytes(v) for v in obj)
+    return 0
+
+
+def damage(path: Path) -> str | None:
+    """Why the checkpoint folder `path` can't be trusted (naming the file), or None when it is whole."""
+    meta_file = Path(path) / "meta.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return f"{meta_file} is missing or unreadable"
+    for name, expected in meta.get("files", {}).items():  # checkpoints from before checksums have none
+        file = Path(path) / name
+        if not file.exists():
+            return f"{file} is missing"
+        if file.stat().st_size != expected["bytes"]:
+            return f"{file} is truncated ({file.stat().st_size} of {expected['bytes']} bytes)"
+        if _sha256(file) != expected["sha256"]:
+            return f"{file} is corrupted (its sha256 does not match meta.json)"
+    return None
+
+
+def _complete_steps(directory: Path) -> list[int]:
+    return sorted(int(p.name[5:]) for p in Path(directory).glob("step_*")
+                  if p.is_dir() and not p.name.endswith(".partial") and (p / "meta.json").exists())
+
+
 def _prune(directory: Path, keep: int, protect: int) -> None:
-    done = sorted(int(p.name[5:]) for p in directory.glob("step_*") if p.is_dir() and not p.name.endswith(".partial"))
+    done = _complete_steps(directory)
     for step in done[:-keep] if keep > 0 else []:
         if step != protect:
             shutil.rmtree(step_dir(directory, step), ignore_errors=True)
@@ -100,6 +184,7 @@ class Checkpoint:
     path: Path
     step: int
     meta: dict
+    skipped: str | None = None  # why a newer checkpoint was passed over, for the stage's log
 
     def model_state(self, map_location="cpu") -> dict:
         file = self.path / "model.pt"
@@ -115,14 +200,39 @@ class Checkpoint:
         return torch.load(self.path / f"rank{rank}.pt", map_location="cpu", weights_only=False)
 
 
+def _newest_whole(directory: Path) -> Checkpoint:
+    """The newest undamaged checkpoint of a stage directory; a damaged newer one is named in `skipped`."""
+    try:
+        latest = latest_step(directory)
+    except CheckpointError as e:
+        latest, skipped = None, str(e)
+    else:
+        skipped = None
+    candidates = [s for s in _complete_steps(directory) if latest is None or s <= latest]
+    for step in reversed(candidates):
+        path = step_dir(directory, step)
+        problem = damage(path)
+        if problem is None:
+            meta = json.loads((path / "meta.json").read_text())
+            if skipped:
+                print(f"warning: {skipped}; using checkpoint step {step} instead", file=sys.stderr)
+            return Checkpoint(path=path, step=meta["step"], meta=meta, skipped=skipped)
+        skipped = f"{skipped}; {problem}" if skipped else problem
+    raise CheckpointError(f"no usable checkpoint in {directory}: {skipped or 'none saved'}; "
+                          f"delete the folder to start this stage afresh")
+
+
 def load(path: Path) -> Checkpoint:
-    """A checkpoint folder (step_XXXXXX) or a stage's checkpoint directory (its latest step)."""
+    """A checkpoint folder (step_XXXXXX) or a stage's checkpoint directory (its newest undamaged step)."""
     path = Path(path)
     if (path / "latest.json").exists():
-        path = step_dir(path, latest_step(path))
+        return _newest_whole(path)
     meta_file = path / "meta.json"
     if not meta_file.exists():
         raise CheckpointError(f"{path} is not a complete checkpoint (no meta.json)")
+    problem = damage(path)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} is damaged: {problem}; use an earlier step_* folder")
     meta = json.loads(meta_file.read_text())
     return Checkpoint(path=path, step=meta["step"], meta=meta)
 

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from nanochat import faults
 from nanochat.datasets import Position
 
 # An item is (token ids, loss mask or None); a source yields (items, position) and can restart from a position.
@@ -237,6 +238,7 @@ class PackedLoader:
         import torch
         rows = np.empty((self.B, self.T + 1), dtype=np.int64)
         masks = np.empty((self.B, self.T + 1), dtype=np.int8)
+        faults.hit("loader")
         for b in range(self.B):
             if not self._fill_row(rows[b], masks[b]):
                 raise StopIteration

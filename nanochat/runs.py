@@ -21,7 +21,7 @@ import re
 import socket
 from pathlib import Path
 
-from nanochat import paths
+from nanochat import faults, paths
 from nanochat.errors import NanochatError
 
 STATES = ("pending", "running", "interrupted", "failed", "done")
@@ -133,10 +133,12 @@ class Run:
 
     def set_status(self, stage: str, **fields) -> dict:
         status = {**self.status(stage), **fields, "updated": now()}
+        faults.hit("status")
         atomic_write_json(self.stage_dir(stage) / "status.json", status)
         return status
 
     def append_metrics(self, stage: str, record: dict) -> None:
+        faults.hit("metrics")
         _append_line(self.stage_dir(stage) / "metrics.jsonl", json.dumps(record, ensure_ascii=False))
 
     def metrics(self, stage: str) -> list[dict]:
@@ -172,7 +174,7 @@ class Run:
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
                 raise RunBusy(f"run {self.name!r} is being driven by {holder}; wait for it or stop it first") from None
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now()}".encode(), 0)
             yield self
         finally:
             os.close(fd)
@@ -202,11 +204,22 @@ def read_jsonl(path: Path, damaged: list | None = None) -> list[dict]:
 def _append_line(path: Path, line: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # One write of a whole line in append mode: concurrent readers see whole lines or nothing new.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        _drop_cut_line(fd)
         os.write(fd, (line + "\n").encode("utf-8"))
     finally:
         os.close(fd)
+
+
+def _drop_cut_line(fd: int) -> None:
+    """A line cut short by a crash (no newline) was never a whole record: drop it, or the next line would join it."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
+    cut = tail.rfind(b"\n")
+    os.ftruncate(fd, size - len(tail) + cut + 1 if cut >= 0 else 0)
 
 
 def list_runs() -> list[Run]:

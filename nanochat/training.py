@@ -6,10 +6,11 @@ behave the same everywhere.
 """
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from nanochat import checkpoint
+from nanochat import checkpoint, faults
 from nanochat.stages import StageError
 
 
@@ -53,9 +54,13 @@ class Checkpointer:
     def resume(self):
         """(Loop, loader states by stream) from the latest checkpoint of this stage, or None to start fresh."""
         ctx = self.ctx
-        if checkpoint.latest_step(ctx.checkpoint_dir) is None:
+        if not (Path(ctx.checkpoint_dir) / "latest.json").exists():
+            # killed before its first checkpoint: the fresh start writes every record again
+            ctx.run.keep_metrics(ctx.name, lambda r: False)
             return None
-        ckpt = checkpoint.load(ctx.checkpoint_dir)
+        ckpt = checkpoint.load(ctx.checkpoint_dir)  # falls back past a damaged newest checkpoint
+        if ckpt.skipped:
+            ctx.log(f"warning: {ckpt.skipped}; resuming from the previous checkpoint, step {ckpt.step}")
         saved, wanted = ckpt.meta.get("model_config"), self.meta["model_config"]
         if saved != wanted:
             raise StageError(f"checkpoint {ckpt.path} holds a model with config {saved}, but the settings ask for "
@@ -112,6 +117,7 @@ def optimizer_step(train_model, batches, optimizer, world) -> float:
                              f"device_batch_size={max(x.shape[0] // 2, 1)}; gradient accumulation keeps the total "
                              f"batch (and the results) the same") from None
         total = loss.detach() if total is None else total + loss.detach()
+    faults.hit("step")
     optimizer.step()
     train_model.zero_grad(set_to_none=True)
     value = (total / len(batches)).item()  # the one device sync of the step

@@ -392,3 +392,51 @@ def test_config_round_trip_and_wrong_checkpoint():
         model.load_state_dict(build(tiny(depth=3)).state_dict())
     with pytest.raises(ValueError, match=r"padded vocab 256 vs this model's 128"):
         model.load_state_dict(build(tiny(depth=2, vocab_size=200)).state_dict())
+
+
+
+def _close(a, b, rel, floor=1e-3):
+    """Relative to the tensor's norm (bf16 rounds each element, so elementwise checks would flag noise); a scalar
+    near zero (a gradient of 1e-5) is held to the floor instead."""
+    return (a.float() - b.float()).norm() <= rel * a.float().norm() + floor
+
+
+def test_compiled_bf16_blocked_attention_and_optimizer_step_match_eager():
+    """What a CPU training step runs by default: bf16, sequences above ATTN_BLOCK (the blocked attention) and the
+    compiled Muon/AdamW update. Compiled and eager agree to bf16 rounding (inductor fuses in another order)."""
+    import nanochat_optimizers
+    from nanochat.distributed import World
+    from nanochat.model import ATTN_BLOCK
+    found = []
+    nanochat_optimizers.nanochat_optimizer(register=found.append)
+    muon = {p.name: p for p in found}["muon"]
+    T = 2 * ATTN_BLOCK + 32
+    idx = torch.randint(0, 100, (1, T), generator=torch.Generator().manual_seed(3))
+    model = build(tiny(depth=2, sequence_len=T, window_pattern="SL"), dtype=torch.bfloat16)
+    randomize(model)
+    eager = model(idx, idx)
+    eager.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    compiled = torch.compile(model, dynamic=False)(idx, idx)
+    compiled.backward()
+    assert compiled.item() == pytest.approx(eager.item(), rel=1e-2)
+    for g, p in zip(grads, model.parameters()):
+        assert _close(g, p.grad, 5e-2)
+    # The optimizer step, compiled and eager, from the same weights and gradients, twice (state from the first).
+    params = []
+    for compile in (False, True):
+        m = build(tiny(depth=2, sequence_len=T, window_pattern="SL"), dtype=torch.bfloat16)
+        m.load_state_dict(model.state_dict())
+        hp = dict(embedding_lr=0.3, unembedding_lr=0.008, matrix_lr=0.02, scalar_lr=0.5, weight_decay=0.28,
+                  model_dim=m.config.n_embd, compile=compile)
+        opt = muon.build(m, hp, World())
+        for _ in range(2):
+            for p, g in zip(m.parameters(), grads):
+                p.grad = g.clone()
+            opt.step()
+        params.append([p.detach().clone() for p in m.parameters()])
+    moved = [not torch.equal(a, b) for a, b in zip(params[0], model.parameters())]
+    assert all(moved)
+    for a, b, start in zip(*params, model.parameters()):
+        assert _close(a - start.detach(), b - start.detach(), 5e-2)  # the updates agree

@@ -1,6 +1,7 @@
 """The stage runner: presets, --set, needs, skip/resume, SIGKILL recovery, locking, torchrun launch."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -160,3 +161,20 @@ def test_distributed_stage_runs_under_torchrun(tmp_path):
     runner.run_pipeline(run, runner.Launch(nproc_per_node=2), echo=False)
     assert run.status("sum")["state"] == "done"
     assert run.metrics("sum") == [{"world_size": 2, "sum": 3.0}]  # written once, by rank 0
+
+
+def test_two_runs_at_once_both_finish_and_a_busy_one_is_refused_with_its_holder(preset):
+    env = dict(os.environ)
+    args = ["--set", "steps=60", "--set", "count.sleep=0.05"]  # 3 s: time for the refused third process
+    a = _start(["run", "--preset", preset, "--name", "load-a", *args], env)
+    b = _start(["run", "--preset", preset, "--name", "load-b", *args], env)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (Run.exists("load-a") and Run.open("load-a").status("count")["state"] == "running"):
+        time.sleep(0.05)
+    again = subprocess.run([str(Path(sys.executable).parent / "nanochat"), "run", "--name", "load-a"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode != 0
+    assert re.search(rf"being driven by pid {a.pid} on \S+ since \d{{4}}-", again.stdout + again.stderr), again.stderr
+    assert a.wait(timeout=120) == 0 and b.wait(timeout=120) == 0, a.stdout.read() + b.stdout.read()
+    for name in ("load-a", "load-b"):
+        assert [m["step"] for m in Run.open(name).metrics("count")] == list(range(1, 61))

@@ -83,3 +83,25 @@ def test_default_paths_are_platform_user_dirs(monkeypatch):
     monkeypatch.delenv("NANOCHAT_HOME")
     assert paths.runs_dir() == platformdirs.user_data_path("nanochat", appauthor=False) / "runs"
     assert paths.datasets_dir() == platformdirs.user_cache_path("nanochat", appauthor=False) / "datasets"
+
+
+def test_a_line_cut_by_a_crash_is_dropped_before_the_next_append():
+    run = Run.create("cut", {"preset": "x", "stages": []})
+    run.append_metrics("s", {"step": 1})
+    path = run.stage_dir("s") / "metrics.jsonl"
+    with open(path, "a") as f:
+        f.write('{"step": 2, "lo')
+    run.append_metrics("s", {"step": 2, "loss": 1.5})  # the resumed stage writes step 2 again, whole
+    assert run.metrics("s") == [{"step": 1}, {"step": 2, "loss": 1.5}]
+    path.write_text('{"step": 1')  # only a cut line in the file
+    run.append_metrics("s", {"step": 1})
+    assert path.read_text() == '{"step": 1}\n'
+
+
+def test_a_busy_run_names_its_holder_and_since_when():
+    from nanochat.runs import RunBusy
+    run = Run.create("held", {"preset": "x", "stages": []})
+    with run.lock():
+        with pytest.raises(RunBusy, match=rf"pid {os.getpid()} on \S+ since \d{{4}}-"):
+            with Run.open("held").lock():
+                pass

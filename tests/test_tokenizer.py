@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import shutil
 import subprocess
 import sys
 import warnings
@@ -176,9 +177,17 @@ def test_small_corpus_warns_and_shrinks_the_vocabulary():
     assert small.vocab_size == 256 + 3 + 9
 
 
+@pytest.mark.skipif(not shutil.which("cargo"), reason="without cargo the Python trainer is the one that runs")
+def test_the_rust_trainer_is_what_these_tests_compare_against():
+    # Tests here compare Tokenizer.train with the Python reference; without the build they'd compare it with itself.
+    assert Tokenizer.train(["hello world"], 270).train_stats["backend"] == "rust", "nanochat_rustbpe is not built: ./setup.sh"
+
+
 def test_python_fallback_warns_and_agrees(monkeypatch):
     docs = ["hello world, hello there", "lone \ud800 surrogate", "", "数字 12345 678"]
     with_rust = Tokenizer.train(docs, 300)
+    if shutil.which("cargo"):  # else a missing build would compare the Python trainer with itself
+        assert with_rust.train_stats["backend"] == "rust", "nanochat_rustbpe is not built: ./setup.sh"
     monkeypatch.setitem(sys.modules, "nanochat_rustbpe", None)  # makes `import nanochat_rustbpe` fail
     with pytest.warns(RuntimeWarning, match="nanochat_rustbpe is not available.*pip install ./rustbpe"):
         pure = Tokenizer.train(docs, 300)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from nanochat import faults
 from nanochat.stages import CommonSettings, StageError, needs_source_model
 from nanochat.stages.chat_train import LR_KEYS, inherited
 from nanochat.tasks import resolve
@@ -169,6 +170,7 @@ class RLStage:
                     tokens_seen += n_tokens
                     # normalise per sampled token of this problem's group, and over the problems of the step
                     (loss / sampled / per_rank).backward()
+            faults.hit("step")
             optimizer.step()
             model.zero_grad(set_to_none=True)
             mean_reward = world.all_reduce_sum([sum(rewards_seen) / max(len(rewards_seen), 1)])[0] / world.size
