@@ -71,11 +71,16 @@ class PretrainSettings(CommonSettings):
     seed: int = 42
 
 
+def model_config(s, vocab_size: int) -> GPTConfig:
+    return GPTConfig.from_depth(s.depth, vocab_size=vocab_size, sequence_len=s.max_seq_len, head_dim=s.head_dim,
+                                aspect_ratio=s.aspect_ratio, window_pattern=s.window_pattern)
+
+
 def build_model(s, vocab_size: int, device, dtype) -> GPT:
-    config = GPTConfig.from_depth(s.depth, vocab_size=vocab_size, sequence_len=s.max_seq_len, head_dim=s.head_dim,
-                                  aspect_ratio=s.aspect_ratio, window_pattern=s.window_pattern)
     with torch.device("meta"):
-        model = GPT(config, compute_dtype=dtype)
+        model = GPT(model_config(s, vocab_size), compute_dtype=dtype)
+    if device == "meta" or getattr(device, "type", None) == "meta":
+        return model  # shape only: for planning
     model.to_empty(device=device)
     model.init_weights()
     return model
@@ -131,6 +136,13 @@ def check_shards(dataset, tokens: int) -> None:
         raise StageError(problem)
 
 
+def optimizer_hparams(s, model_dim: int, lr_scale: float = 1.0, weight_decay: float | None = None) -> dict:
+    """What the optimizer plugin is built with: the settings' rates scaled to the batch size."""
+    return {"embedding_lr": s.embedding_lr * lr_scale, "unembedding_lr": s.unembedding_lr * lr_scale,
+            "matrix_lr": s.matrix_lr * lr_scale, "scalar_lr": s.scalar_lr * lr_scale,
+            "weight_decay": s.weight_decay if weight_decay is None else weight_decay, "model_dim": model_dim}
+
+
 @torch.no_grad()
 def greedy_samples(model, tok, prompts, max_tokens: int = 16) -> list[str]:
     from nanochat.engine import Engine
@@ -164,9 +176,7 @@ class PretrainStage:
                 f"{plan.num_iterations * plan.total_batch_size:,} tokens; grad accum {plan.grad_accum} x {world.size} "
                 f"process(es); LR x{plan.lr_scale:.3f}; weight decay {plan.weight_decay:.4f}; {dtype}; {backend.name}")
 
-        hparams = {"embedding_lr": s.embedding_lr * plan.lr_scale, "unembedding_lr": s.unembedding_lr * plan.lr_scale,
-                   "matrix_lr": s.matrix_lr * plan.lr_scale, "scalar_lr": s.scalar_lr * plan.lr_scale,
-                   "weight_decay": plan.weight_decay, "model_dim": model.config.n_embd}
+        hparams = optimizer_hparams(s, model.config.n_embd, plan.lr_scale, plan.weight_decay)
         optimizer = ctx.registry.get("optimizer", s.optimizer).build(model, hparams, world)
         for group in optimizer.param_groups:
             group.setdefault("initial_weight_decay", group.get("weight_decay", 0.0))
