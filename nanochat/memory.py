@@ -117,14 +117,18 @@ def activation_parts(config, compute_dtype, compiled=False, layers=(2, 4)):
     return at_depth(per_seq), at_depth(fixed)
 
 
+def loss_chunk_bytes(device_batch, sequence_len, padded_vocab_size, device_type="cuda"):
+    """HeadLoss's logits in flight: one chunk of rows, or all of them when they are fewer."""
+    chunk = min(LOSS_CHUNK_ELEMENTS[device_type == "cpu"], device_batch * sequence_len * padded_vocab_size)
+    return chunk * LOSS_CHUNK_BYTES_PER_LOGIT
+
+
 def estimate(config, compute_dtype, device_batch, world_size, build_optimizer, device_type="cuda", compiled=False):
     """Estimated peak bytes per rank of a training step, and its parts."""
     params, grads, state = state_bytes(config, compute_dtype, build_optimizer)
     per_sequence, fixed = activation_parts(config, compute_dtype, compiled)
     activations = int(per_sequence * device_batch + fixed)
-    chunk = min(LOSS_CHUNK_ELEMENTS[device_type == "cpu"],
-                device_batch * config.sequence_len * config.padded_vocab_size)
-    loss_chunk = chunk * LOSS_CHUNK_BYTES_PER_LOGIT
+    loss_chunk = loss_chunk_bytes(device_batch, config.sequence_len, config.padded_vocab_size, device_type)
     parts = {"parameters": params, "gradients": grads, "optimizer_state": state // world_size,
              "activations": activations, "loss_chunk": loss_chunk}
     # per_sequence is not a part: it is what one sequence less in the device batch saves (plan.py uses it)

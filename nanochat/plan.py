@@ -43,7 +43,8 @@ def pretrain_figures(settings, vocab: int, world_size: int) -> dict:
     tokens = plan.num_iterations * plan.total_batch_size
     flops_per_token = model.estimate_flops()
     return {"depth": cfg.n_layer, "width": cfg.n_embd, "heads": cfg.n_head, "seq_len": cfg.sequence_len,
-            "window_pattern": cfg.window_pattern, "vocab_size": vocab, "params": counts["total"],
+            "window_pattern": cfg.window_pattern, "vocab_size": vocab, "padded_vocab_size": cfg.padded_vocab_size,
+            "params": counts["total"],
             "scaling_params": scaling_params(model), "flops_per_token": flops_per_token,
             "steps": plan.num_iterations, "total_batch": plan.total_batch_size,
             "device_batch": settings.device_batch_size, "processes": world_size, "grad_accum": plan.grad_accum,
@@ -105,17 +106,21 @@ def fit(parts: dict, figures: dict, world: int, limit: float | None) -> dict:
     A smaller device batch keeps the total batch (more gradient accumulation), so it must divide the
     rows each process trains on per step.
     """
-    from nanochat.memory import HEADROOM
-    batch = figures["device_batch"]
+    from nanochat.memory import HEADROOM, loss_chunk_bytes
+    batch, seq, vocab = figures["device_batch"], figures["seq_len"], figures["padded_vocab_size"]
     base = parts["total"] - parts["optimizer_state"] + parts["optimizer_state"] // world
+
+    def at(b):  # activations and the loss chunk scale with the device batch; the rest does not
+        return (base - parts["per_sequence"] * (batch - b) - parts["loss_chunk"]
+                + loss_chunk_bytes(b, seq, vocab, "cuda"))
     out = {"bytes": base, "limit_bytes": limit, "fits": None, "proposed_device_batch": None}
     if not limit:
         return out
     out["fits"] = base <= HEADROOM * limit
     if not out["fits"]:
-        rows = figures["total_batch"] // (figures["seq_len"] * world)
+        rows = figures["total_batch"] // (seq * world)
         for b in range(batch - 1, 0, -1):
-            if rows % b == 0 and base - parts["per_sequence"] * (batch - b) <= HEADROOM * limit:
+            if rows % b == 0 and at(b) <= HEADROOM * limit:
                 out["proposed_device_batch"] = b
                 break
     return out
