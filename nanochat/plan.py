@@ -127,7 +127,11 @@ def fit(parts: dict, figures: dict, world: int, limit: float | None) -> dict:
 
 
 def measure_tokens_per_second(settings, vocab: int, backend, dtype, registry, figures: dict) -> dict:
-    """Time a few real training steps of the model at its shape and device batch on this machine."""
+    """Time a few real training steps of the model at its shape and device batch on this machine.
+
+    One process is timed; on GPUs the processes of a run each have their own, so the wall clock assumes
+    they scale linearly; on a CPU they share the same cores, so it does not.
+    """
     import torch
 
     from nanochat.stages.pretrain import build_model, optimizer_hparams
@@ -146,17 +150,24 @@ def measure_tokens_per_second(settings, vocab: int, backend, dtype, registry, fi
     shape = (settings.device_batch_size, settings.max_seq_len)
     x = torch.randint(0, vocab, shape, device=device)
     elapsed = 0.0
-    for step in range(MEASURE_STEPS + 1):  # the first step warms up kernels and allocations
-        backend.synchronize()
-        t0 = time.perf_counter()
-        model(x, x).backward()
-        optimizer.step()
-        model.zero_grad(set_to_none=True)
-        backend.synchronize()
-        elapsed += (time.perf_counter() - t0) if step else 0.0
+    try:
+        for step in range(MEASURE_STEPS + 1):  # the first step warms up kernels and allocations
+            backend.synchronize()
+            t0 = time.perf_counter()
+            model(x, x).backward()
+            optimizer.step()
+            model.zero_grad(set_to_none=True)
+            backend.synchronize()
+            elapsed += (time.perf_counter() - t0) if step else 0.0
+    except torch.OutOfMemoryError:
+        return {"tok_per_s": None, "note": f"not measured: out of memory at device batch {shape[0]}"}
     tok_per_s = MEASURE_STEPS * shape[0] * shape[1] / elapsed
-    return {"tok_per_s": tok_per_s, "hours": figures["tokens"] / tok_per_s / 3600,
-            "note": f"{MEASURE_STEPS} eager steps of one process at device batch {shape[0]}"}
+    processes = figures["processes"] if backend.name != "cpu" else 1
+    note = f"{MEASURE_STEPS} eager steps of one process at device batch {shape[0]}"
+    if processes > 1:
+        note += f", x {processes} processes"
+    return {"tok_per_s": tok_per_s * processes, "hours": figures["tokens"] / (tok_per_s * processes) / 3600,
+            "note": note}
 
 
 def available_memory() -> int | None:

@@ -107,3 +107,60 @@ def test_out_of_memory_later_or_at_one_row_stops_with_the_advice(preset, oom_dev
     finally:
         oom_backend.OOMBackend.max_rows = 2
     assert Run.open("hopeless").status("pretrain")["state"] == "failed"
+
+
+CHAT_PRESET = """
+[defaults]
+dataset = "starter"
+device_batch_size = 4
+total_batch_size = 512
+compile = "off"
+dtype = "fp32"
+eval_tokens = 256
+[[stage]]
+name = "tokenizer"
+vocab_size = 600
+max_chars = 1000000
+[[stage]]
+name = "pretrain"
+depth = 2
+head_dim = 32
+max_seq_len = 64
+num_iterations = 2
+sample_every = -1
+[[stage]]
+name = "sft"
+source = "base"
+tasks = "starter-chat[:200], starter-arithmetic[:100]"
+val_tasks = "starter-chat@test[:20]"
+num_iterations = 6
+eval_every = 3
+save_every = 2
+keep_checkpoints = 10
+"""
+
+
+def test_sft_resumed_with_another_device_batch_reads_on_from_the_same_conversations(tmp_path, monkeypatch):
+    from nanochat import checkpoint, stages
+    preset = tmp_path / "chat.toml"
+    preset.write_text(CHAT_PRESET)
+    straight = run(str(preset), "straight")
+    cut = runner.open_or_create(str(preset), "cut", [])
+    original = stages.StageContext.metric
+
+    def crash(self, record):  # a power cut during step 5 (the last checkpoint is step 4's)
+        original(self, record)
+        if self.name == "sft" and record.get("step") == 5 and "loss" in record:
+            raise KeyboardInterrupt("simulated power cut")
+    monkeypatch.setattr(stages.StageContext, "metric", crash)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_pipeline(cut, echo=False)
+    monkeypatch.setattr(stages.StageContext, "metric", original)
+    resumed = runner.run_pipeline(runner.open_or_create(None, "cut", ["sft.device_batch_size=2"]), echo=False)
+    assert "resumed from step 4" in resumed.stage_dir("sft").joinpath("log.txt").read_text()
+
+    def positions(r):  # where each data stream stands after the last step
+        state = checkpoint.load(r.checkpoint_dir("sft")).rank_state(0, 1)
+        return {k: v["position"] for k, v in state["loaders"].items()}
+    assert positions(resumed) == positions(straight) and len(positions(straight)) == 2
+    assert [m["step"] for m in resumed.metrics("sft") if "loss" in m] == list(range(1, 7))
