@@ -119,6 +119,11 @@ def test_missing_shards_are_counted_with_the_command(cli, tmp_path):
     assert data["need"] > 8 and data["missing"] == data["need"] and data["have"] == 0
     assert f"{data['need']} MISSING; fetch them with `nanochat data download climbmix -n {data['need']}`" in out
     assert f"= {tokens:,} tokens" in out
+    # the run itself says the same before it reads anything
+    ran = cli("run", "--preset", str(preset), "--name", "nodata", check=False)
+    assert ran.returncode == 2 and "Traceback" not in ran.stderr
+    assert ("too few shards for the tokenizer's 2,000,000,000 characters: you have 0, need 8: "
+            "`nanochat data download climbmix -n 8`") in ran.stderr
 
 
 def test_bad_dry_run_input_gets_a_clear_error(cli):
