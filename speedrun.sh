@@ -138,7 +138,7 @@ print(torch.__version__, f"(CUDA {torch.version.cuda})")' 2>/dev/null) sees $SEE
 
 # Everything goes to the screen and to the log; the script's status is main's.
 LOG="${SPEEDRUN_LOG:-speedrun.log}"
-set +e
-{ echo "speedrun: started $(date -u '+%Y-%m-%d %H:%M:%S UTC') (log: $LOG)"; main "$@"; } 2>&1 | tee -a "$LOG"
+set +e  # for the pipeline's status only: main runs with errexit on, so any failing step stops it
+{ set -e; echo "speedrun: started $(date -u '+%Y-%m-%d %H:%M:%S UTC') (log: $LOG)"; main "$@"; } 2>&1 | tee -a "$LOG"
 status=${PIPESTATUS[0]}
 exit "$status"

@@ -122,3 +122,11 @@ def test_a_real_run_on_the_cpu_logs_reports_and_resumes(tmp_path):
     assert again.returncode == 0
     assert "[sr] tokenizer: done, skipping" in again.stdout and "[sr] pretrain: done, skipping" in again.stdout
     assert log.count("speedrun: started") == 2  # the log is appended to, not replaced
+
+
+def test_a_failing_stage_stops_the_script_with_its_status(tmp_path):
+    preset = tmp_path / "broken.toml"
+    preset.write_text('[[stage]]\nname = "read"\nstage = "counting_stage:ReaderStage"\n')  # needs what nothing gives
+    result, log = speedrun(tmp_path, gpus=None, env={"NANOCHAT_PRESET": str(preset), "RUN": "broken"})
+    assert result.returncode == 2, log
+    assert "stage 'read' needs 'count'" in log and "Report card" not in log
