@@ -69,11 +69,42 @@ def cmd_runs(args) -> None:
 
 
 def cmd_presets(args) -> None:
-    from nanochat.runner import load_preset, preset_names
-    for name in preset_names():
-        _, preset = load_preset(name)
-        stages = " -> ".join(s["name"] for s in preset["stage"])
-        print(f"{name:14} {preset.get('description', '')}\n{'':14} {stages}")
+    from nanochat import gpus
+    from nanochat.plan import count_text, duration_text, preset_summary
+    from nanochat.runner import preset_names
+    rows = [preset_summary(name) for name in (args.names or preset_names())]
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for row in rows:
+        print(f"{row['name']:14} {row['description']}\n{'':14} {' -> '.join(row['stages'])}")
+        if "h100x8" in row:
+            est = row["h100x8"]
+            print(f"{'':14} d{row['depth']}, {count_text(row['params'])} params, {count_text(row['tokens'])} tokens, "
+                  f"{row['flops']:.2e} FLOPs; pretraining on 8xH100: ~{duration_text(est['hours'])}, "
+                  f"~${est['dollars']:,.2f}")
+    print(f"\n(estimates: {100 * gpus.PLANNING_MFU:.0f}% MFU of 989 TFLOP/s bf16 per H100, "
+          f"${gpus.NODE_8XH100_DOLLARS_PER_HOUR:.0f}/h per 8xH100 node; pretraining only, the bulk of a run; "
+          f"`nanochat run --preset NAME --dry-run` for the full plan)")
+
+
+def cmd_dry_run(args, overrides) -> None:
+    from nanochat import plan, runner
+    from nanochat.runs import Run
+    if args.preset:
+        entries = runner.plan(runner.load_preset(args.preset)[1], overrides)
+    elif args.name and Run.exists(args.name):
+        entries = Run.open(args.name).stages()
+        if overrides:
+            raise runner.StageError("--set with --dry-run needs --preset (a run's settings are in its run.json)")
+    else:
+        raise runner.RunError("give --preset (or --name of a run that exists) to plan it")
+    world = args.nproc_per_node * args.nnodes
+    result = plan.dry_run(entries, world, gpu=args.gpu, gpu_count=args.gpus, measure=not args.no_measure)
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+    else:
+        print("\n".join(plan.render(result)))
 
 
 def cmd_run(args) -> None:
@@ -83,6 +114,8 @@ def cmd_run(args) -> None:
         overrides.append(f"device={args.device}")
     if args.wandb_run:
         os.environ["WANDB_RUN"] = args.wandb_run  # read by the wandb observer, here and in torchrun workers
+    if args.dry_run:
+        return cmd_dry_run(args, overrides)
     launch = runner.Launch(args.nproc_per_node, args.nnodes, args.node_rank, args.master_addr, args.master_port)
     run = runner.open_or_create(args.preset, args.name, overrides)
     print(f"run {run.name!r} in {run.dir}", flush=True)
@@ -159,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-rank", type=int, default=0)
     p.add_argument("--master-addr", default="127.0.0.1")
     p.add_argument("--master-port", type=int, default=29500)
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved plan (model, tokens, steps, batch, FLOPs, memory, shards, wall clock); train nothing")
+    p.add_argument("--gpu", default="H100", help="with --dry-run: the GPU to estimate memory and wall clock on")
+    p.add_argument("--gpus", type=int, help="with --dry-run: how many of them (default: the process count, or 8)")
+    p.add_argument("--no-measure", action="store_true", help="with --dry-run: skip timing a few steps on this machine")
+    p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("data", help="download and list pretraining datasets")
@@ -220,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print", action="store_true", help="print the markdown too")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("presets", help="list the pipeline presets")
+    p = sub.add_parser("presets", help="list the pipeline presets, with model size, tokens, FLOPs, time and cost")
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these presets (names or .toml paths)")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("plugins", help="list installed plugins")

@@ -170,6 +170,35 @@ def round_robin(loaders):
             loader.close()
 
 
+def regroup(batches, device_batch: int) -> list:
+    """One step's rows (a batch from each of a process's streams) re-cut into micro-batches of device_batch rows.
+
+    A stream's rows do not depend on the device batch, so the same step trains on the same rows whatever
+    the device batch: a smaller one only means more gradient accumulation (resuming with another device
+    batch, or halving it after running out of memory, keeps the data where it was).
+    """
+    import torch
+    if all(x.shape[0] == device_batch for x, _ in batches):
+        return list(batches)  # the usual case: one stream per micro-batch, no copy
+    inputs, targets = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    if inputs.shape[0] % device_batch:
+        raise ValueError(f"{inputs.shape[0]} rows per step do not split into micro-batches of {device_batch}")
+    return list(zip(inputs.split(device_batch), targets.split(device_batch)))
+
+
+def in_steps(loaders, device_batch: int):
+    """Micro-batches of device_batch rows, a step's worth at a time from all the loaders; closes them when done."""
+    try:
+        while True:
+            batches = [next(loader, None) for loader in loaders]
+            if any(b is None for b in batches):
+                return
+            yield from regroup(batches, device_batch)
+    finally:
+        for loader in loaders:
+            loader.close()
+
+
 class PackedLoader:
     """Yields (inputs, targets) of shape (B, T) on `device`; targets are -1 where there is no loss."""
 

@@ -99,6 +99,12 @@ def saved_activation_bytes(config, compute_dtype, batch, compiled=False):
 
 def activation_bytes(config, compute_dtype, device_batch, compiled=False, layers=(2, 4)):
     """Activations kept for the backward at the full depth and device batch (see the module doc)."""
+    per_seq, fixed = activation_parts(config, compute_dtype, compiled, layers)
+    return int(per_seq * device_batch + fixed)
+
+
+def activation_parts(config, compute_dtype, compiled=False, layers=(2, 4)):
+    """(bytes per sequence of the device batch, fixed bytes) of the activations at the full depth."""
     per_seq, fixed = {}, {}
     for n in layers:
         small = replace(config, n_layer=n)
@@ -108,16 +114,22 @@ def activation_bytes(config, compute_dtype, device_batch, compiled=False, layers
 
     def at_depth(values):
         return values[a] + (config.n_layer - a) * (values[b] - values[a]) / (b - a)
-    return int(at_depth(per_seq) * device_batch + at_depth(fixed))
+    return at_depth(per_seq), at_depth(fixed)
+
+
+def loss_chunk_bytes(device_batch, sequence_len, padded_vocab_size, device_type="cuda"):
+    """HeadLoss's logits in flight: one chunk of rows, or all of them when they are fewer."""
+    chunk = min(LOSS_CHUNK_ELEMENTS[device_type == "cpu"], device_batch * sequence_len * padded_vocab_size)
+    return chunk * LOSS_CHUNK_BYTES_PER_LOGIT
 
 
 def estimate(config, compute_dtype, device_batch, world_size, build_optimizer, device_type="cuda", compiled=False):
     """Estimated peak bytes per rank of a training step, and its parts."""
     params, grads, state = state_bytes(config, compute_dtype, build_optimizer)
-    activations = activation_bytes(config, compute_dtype, device_batch, compiled)
-    chunk = min(LOSS_CHUNK_ELEMENTS[device_type == "cpu"],
-                device_batch * config.sequence_len * config.padded_vocab_size)
-    loss_chunk = chunk * LOSS_CHUNK_BYTES_PER_LOGIT
+    per_sequence, fixed = activation_parts(config, compute_dtype, compiled)
+    activations = int(per_sequence * device_batch + fixed)
+    loss_chunk = loss_chunk_bytes(device_batch, config.sequence_len, config.padded_vocab_size, device_type)
     parts = {"parameters": params, "gradients": grads, "optimizer_state": state // world_size,
              "activations": activations, "loss_chunk": loss_chunk}
-    return {**parts, "total": sum(parts.values())}
+    # per_sequence is not a part: it is what one sequence less in the device batch saves (plan.py uses it)
+    return {**parts, "total": sum(parts.values()), "per_sequence": int(per_sequence)}

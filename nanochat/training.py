@@ -24,6 +24,14 @@ def micro_streams(world, grad_accum: int) -> tuple[int, list[int]]:
     return streams, [world.rank + world.size * m for m in range(grad_accum)]
 
 
+class OutOfMemory(StageError):
+    """The device ran out of memory in a training step; `device_batch` is the micro-batch that did not fit."""
+
+    def __init__(self, message: str, device_batch: int):
+        super().__init__(message)
+        self.device_batch = device_batch
+
+
 def grad_accum_steps(total_batch: int, device_batch: int, seq_len: int, world_size: int) -> int:
     per_step = device_batch * seq_len * world_size
     if total_batch % per_step:
@@ -113,9 +121,10 @@ def optimizer_step(train_model, batches, optimizer, world) -> float:
             loss = train_model(x, y)
             (loss / len(batches)).backward()
         except torch.OutOfMemoryError:
-            raise StageError(f"out of memory with device_batch_size={x.shape[0]}: lower it, e.g. --set "
+            train_model.zero_grad(set_to_none=True)  # free what the failed step holds, for a retry
+            raise OutOfMemory(f"out of memory with device_batch_size={x.shape[0]}: lower it, e.g. --set "
                              f"device_batch_size={max(x.shape[0] // 2, 1)}; gradient accumulation keeps the total "
-                             f"batch (and the results) the same") from None
+                             f"batch (and the results) the same", x.shape[0]) from None
         total = loss.detach() if total is None else total + loss.detach()
     faults.hit("step")
     optimizer.step()

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from nanochat.data import PackedLoader, conversation_source, round_robin
+from nanochat.data import PackedLoader, conversation_source, in_steps, regroup
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.stages import CommonSettings, StageError, needs_source_model
 from nanochat.tasks import mixture
@@ -120,8 +120,8 @@ class ChatTrainStage:
         def stream(v, state=None, conversations=train_mix, epochs=1):
             source_fn = conversation_source(conversations, tok, rank=v, world=streams, max_tokens=T + 1,
                                             loss_on=s.loss_on, epochs=epochs)
-            return PackedLoader(source_fn, batch_size=B, seq_len=T, bos_id=tok.bos_id, device=device, mode="pad",
-                                buffer_size=100, state=state)
+            return PackedLoader(source_fn, batch_size=rows_per_stream, seq_len=T, bos_id=tok.bos_id, device=device,
+                                mode="pad", buffer_size=100, state=state)
 
         meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
                 "lrs": lrs, "source": str(source.path),
@@ -129,13 +129,21 @@ class ChatTrainStage:
         checkpointer = Checkpointer(ctx, model, optimizer, meta, keep=s.keep_checkpoints)
         resumed = checkpointer.resume()
         loop = resumed[0] if resumed else Loop()
+        if resumed:  # the streams the stage started with, whatever the device batch is now (see data.regroup)
+            streams, mine = micro_streams(world, len(resumed[1]))
+        if geo["total_batch_size"] % (T * streams):
+            raise StageError(f"the checkpoint splits each step into {streams} data streams, which total_batch_size="
+                             f"{geo['total_batch_size']:,} does not divide into rows of {T}; resume with the total "
+                             f"batch the stage started with")
+        rows_per_stream = geo["total_batch_size"] // (T * streams)
         loaders = {v: stream(v, resumed[1][str(v)] if resumed else None) for v in mine}
 
         def val_bpb():
             if val_mix is None:
                 return None
-            batches = round_robin([stream(v, conversations=val_mix, epochs=1) for v in mine])
-            steps = max(1, s.eval_tokens // (B * T * streams)) * grad_accum
+            batches = in_steps([stream(v, conversations=val_mix, epochs=1) for v in mine], B)
+            rounds = max(1, s.eval_tokens // (rows_per_stream * T * streams))
+            steps = rounds * (rows_per_stream * len(mine) // B)
             model.eval()
             value = evaluate_bpb(train_model, batches, steps, token_bytes, world)
             model.train()
@@ -173,7 +181,7 @@ class ChatTrainStage:
                 group["lr"] = group["initial_lr"] * lrm
                 if group.get("kind") == "muon":
                     group["momentum"], group["weight_decay"] = momentum, 0.0
-            loss = optimizer_step(train_model, batches, optimizer, world)
+            loss = optimizer_step(train_model, regroup(batches, B), optimizer, world)
             progress.done(loss, lrm=lrm, progress=min(frac, 1.0))
         for loader in loaders.values():
             loader.close()

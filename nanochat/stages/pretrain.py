@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass
 import torch
 
 from nanochat import scaling
-from nanochat.data import PackedLoader, document_source, round_robin
+from nanochat.data import PackedLoader, document_source, in_steps, regroup
 from nanochat.datasets import resolve
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.model import GPT, GPTConfig
 from nanochat.stages import CommonSettings, StageError
-from nanochat.training import (Checkpointer, Loop, Progress, grad_accum_steps, loader_states, micro_streams,
-                               optimizer_step, peak_memory_gib)
+from nanochat.training import (Checkpointer, Loop, OutOfMemory, Progress, grad_accum_steps, loader_states,
+                               micro_streams, optimizer_step, peak_memory_gib)
 
 SAMPLE_PROMPTS = ["The capital of France is", "The opposite of hot is", "If yesterday was Friday, then tomorrow will be",
                   "The chemical symbol of gold is", "In the beginning", "床前明月光，", "学而时习之，"]
@@ -71,11 +71,16 @@ class PretrainSettings(CommonSettings):
     seed: int = 42
 
 
+def model_config(s, vocab_size: int) -> GPTConfig:
+    return GPTConfig.from_depth(s.depth, vocab_size=vocab_size, sequence_len=s.max_seq_len, head_dim=s.head_dim,
+                                aspect_ratio=s.aspect_ratio, window_pattern=s.window_pattern)
+
+
 def build_model(s, vocab_size: int, device, dtype) -> GPT:
-    config = GPTConfig.from_depth(s.depth, vocab_size=vocab_size, sequence_len=s.max_seq_len, head_dim=s.head_dim,
-                                  aspect_ratio=s.aspect_ratio, window_pattern=s.window_pattern)
     with torch.device("meta"):
-        model = GPT(config, compute_dtype=dtype)
+        model = GPT(model_config(s, vocab_size), compute_dtype=dtype)
+    if device == "meta" or getattr(device, "type", None) == "meta":
+        return model  # shape only: for planning
     model.to_empty(device=device)
     model.init_weights()
     return model
@@ -131,6 +136,21 @@ def check_shards(dataset, tokens: int) -> None:
         raise StageError(problem)
 
 
+def optimizer_hparams(s, model_dim: int, lr_scale: float = 1.0, weight_decay: float | None = None) -> dict:
+    """What the optimizer plugin is built with: the settings' rates scaled to the batch size."""
+    return {"embedding_lr": s.embedding_lr * lr_scale, "unembedding_lr": s.unembedding_lr * lr_scale,
+            "matrix_lr": s.matrix_lr * lr_scale, "scalar_lr": s.scalar_lr * lr_scale,
+            "weight_decay": s.weight_decay if weight_decay is None else weight_decay, "model_dim": model_dim}
+
+
+def smaller_device_batch(device_batch: int, rows_per_step: int) -> int | None:
+    """About half the device batch, dividing a process's rows per step; None at 1."""
+    for b in range(device_batch // 2, 0, -1):
+        if rows_per_step % b == 0:
+            return b
+    return None
+
+
 @torch.no_grad()
 def greedy_samples(model, tok, prompts, max_tokens: int = 16) -> list[str]:
     from nanochat.engine import Engine
@@ -164,28 +184,11 @@ class PretrainStage:
                 f"{plan.num_iterations * plan.total_batch_size:,} tokens; grad accum {plan.grad_accum} x {world.size} "
                 f"process(es); LR x{plan.lr_scale:.3f}; weight decay {plan.weight_decay:.4f}; {dtype}; {backend.name}")
 
-        hparams = {"embedding_lr": s.embedding_lr * plan.lr_scale, "unembedding_lr": s.unembedding_lr * plan.lr_scale,
-                   "matrix_lr": s.matrix_lr * plan.lr_scale, "scalar_lr": s.scalar_lr * plan.lr_scale,
-                   "weight_decay": plan.weight_decay, "model_dim": model.config.n_embd}
+        hparams = optimizer_hparams(s, model.config.n_embd, plan.lr_scale, plan.weight_decay)
         optimizer = ctx.registry.get("optimizer", s.optimizer).build(model, hparams, world)
         for group in optimizer.param_groups:
             group.setdefault("initial_weight_decay", group.get("weight_decay", 0.0))
         schedule = scaling.Schedule(plan.num_iterations, s.warmup_steps, s.warmdown_ratio, s.final_lr_frac)
-
-        # -- data: one stream per micro-batch of a step (see training.micro_streams)
-        streams, mine = micro_streams(world, plan.grad_accum)
-
-        def stream(v, state=None):
-            source = document_source(dataset, tok, "train", rank=v, world=streams, threads=s.tokenizer_threads)
-            return PackedLoader(source, batch_size=s.device_batch_size, seq_len=s.max_seq_len, bos_id=tok.bos_id,
-                                device=device, state=state)
-
-        def val_batches():
-            """Validation in the same streams as training, so its batches do not depend on the process count."""
-            return round_robin([PackedLoader(document_source(dataset, tok, "val", rank=v, world=streams,
-                                                             threads=s.tokenizer_threads),
-                                             batch_size=s.device_batch_size, seq_len=s.max_seq_len, bos_id=tok.bos_id,
-                                             device=device) for v in mine])
 
         # -- resume ----------------------------------------------------------------------------------
         meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
@@ -193,11 +196,36 @@ class PretrainStage:
         checkpointer = Checkpointer(ctx, model, optimizer, meta, keep=s.keep_checkpoints)
         resumed = checkpointer.resume()
         loop = resumed[0] if resumed else Loop()
-        loaders = {v: stream(v, resumed[1][str(v)] if resumed else None) for v in mine}
 
+        # -- data: a step takes the same number of rows from each of `streams` loaders (see
+        # training.micro_streams). Their number is set when the stage first starts (one per micro-batch) and
+        # kept on resume, and a stream's rows do not depend on the device batch: a resume with another
+        # device batch, or one halved after running out of memory, trains on the same rows (data.regroup).
+        streams, mine = micro_streams(world, len(resumed[1]) if resumed else plan.grad_accum)
+        if plan.total_batch_size % (s.max_seq_len * streams):
+            raise StageError(f"the checkpoint splits each step into {streams} data streams, which "
+                             f"total_batch_size={plan.total_batch_size:,} tokens of {s.max_seq_len} per row do not "
+                             f"divide; resume with the total batch the stage started with")
+        rows_per_stream = plan.total_batch_size // (s.max_seq_len * streams)
+        device_batch = s.device_batch_size
+
+        def stream(v, state=None):
+            source = document_source(dataset, tok, "train", rank=v, world=streams, threads=s.tokenizer_threads)
+            return PackedLoader(source, batch_size=rows_per_stream, seq_len=s.max_seq_len, bos_id=tok.bos_id,
+                                device=device, state=state)
+
+        def val_batches():
+            """Validation in the same streams as training, so its batches do not depend on the process count."""
+            return in_steps([PackedLoader(document_source(dataset, tok, "val", rank=v, world=streams,
+                                                          threads=s.tokenizer_threads),
+                                          batch_size=rows_per_stream, seq_len=s.max_seq_len, bos_id=tok.bos_id,
+                                          device=device) for v in mine], device_batch)
+
+        loaders = {v: stream(v, resumed[1][str(v)] if resumed else None) for v in mine}
         train_model = ctx.maybe_compile(model, s.compile)
-        eval_steps = max(1, s.eval_tokens // (s.device_batch_size * s.max_seq_len * streams)) * plan.grad_accum
+        eval_rounds = max(1, s.eval_tokens // (rows_per_stream * s.max_seq_len * streams))
         progress = Progress(ctx, loop, plan.num_iterations, plan.total_batch_size, flops_per_token, peak)
+        first_step, oom_note = True, None
 
         # -- the loop ------------------------------------------------------------------------------
         val_bpb, t_start = None, time.time()
@@ -206,6 +234,7 @@ class PretrainStage:
             last_step = step == plan.num_iterations
             if last_step or (s.eval_every > 0 and step % s.eval_every == 0):
                 model.eval()
+                eval_steps = eval_rounds * rows_per_stream * len(mine) // device_batch
                 val_bpb = evaluate_bpb(train_model, val_batches(), eval_steps, token_bytes, world)
                 model.train()
                 ctx.log(f"step {step:,} | val bpb {val_bpb:.4f}")
@@ -220,9 +249,25 @@ class PretrainStage:
             if last_step:
                 break
             progress.start()
-            batches = [next(loader) for loader in loaders.values()]  # pretraining data never runs out
+            rows = [next(loader) for loader in loaders.values()]  # pretraining data never runs out
             lrm = scaling.apply(optimizer, schedule, step)
-            loss = optimizer_step(train_model, batches, optimizer, world)
+            while True:  # out of memory at the first step: halve the device batch and try the same rows again
+                try:
+                    loss = optimizer_step(train_model, regroup(rows, device_batch), optimizer, world)
+                    break
+                except OutOfMemory:
+                    smaller = smaller_device_batch(device_batch, rows_per_stream * len(mine)) if first_step else None
+                    if smaller is None:
+                        raise
+                oom_note = (f"out of memory at the first step with device_batch_size={device_batch}; went on with "
+                            f"{smaller} and gradient accumulation {rows_per_stream * len(mine) // smaller} "
+                            f"(the same total batch and rows)")
+                ctx.log(oom_note)
+                device_batch = smaller
+                gc.collect()  # outside the handler, so the failed step's tensors are really gone
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            first_step = False
             if loop.step == 0:
                 gc.collect()
                 gc.freeze()  # fewer and shorter GC pauses over a long loop
@@ -244,7 +289,8 @@ class PretrainStage:
             f"- FLOPs per token: {flops_per_token:.3e}; total training FLOPs: {flops_per_token * tokens:.3e}",
             f"- steps: {plan.num_iterations:,} x {plan.total_batch_size:,} tokens = {tokens:,} tokens "
             f"(tokens : scaling params = {tokens / scaling_params(model):.2f})",
-            f"- dataset: {s.dataset}; optimizer: {s.optimizer}; dtype: {dtype}; processes: {world.size}",
+            f"- dataset: {s.dataset}; optimizer: {s.optimizer}; dtype: {dtype}; processes: {world.size}; "
+            f"device batch: {device_batch}" + (f" ({oom_note})" if oom_note else ""),
             f"- final val bits per byte: {val_bpb:.4f}",
             f"- training time (excluding the first 10 steps): {loop.train_seconds / 60:.2f} min",
             f"- peak memory: {peak_memory_gib(backend):.2f} GiB",

@@ -85,6 +85,16 @@ def _is_network_error(exc: BaseException) -> bool:
     return False
 
 
+def check_shards(ctx, dataset, max_chars: int) -> None:
+    """Shards missing for max_chars: none on disk is an error, fewer than that a warning (it trains on less)."""
+    need = dataset.shards_for_chars(max_chars) if getattr(dataset, "num_shards", None) else None
+    problem = dataset.too_few_shards(need, f"the tokenizer's {max_chars:,} characters") if need else None
+    if problem and dataset.train_shards_on_disk() == 0:
+        raise StageError(problem)
+    if problem:
+        ctx.log(f"warning: {problem}; training on the characters that are there")
+
+
 class TokenizerStage:
     name = "tokenizer"
     distributed = False  # one process trains it, even when the run uses torchrun
@@ -108,6 +118,7 @@ class TokenizerStage:
         else:
             from nanochat.datasets import resolve
             dataset = resolve(s.dataset, ctx.registry)
+            check_shards(ctx, dataset, s.max_chars)
             ctx.log(f"training a {s.vocab_size:,}-token BPE vocabulary on {s.dataset} "
                     f"(up to {s.max_chars:,} chars, {s.doc_cap:,} per document)")
             t0 = time.time()

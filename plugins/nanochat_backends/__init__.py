@@ -13,15 +13,11 @@ import sys
 
 from nanochat import hookimpl
 from nanochat.backend import cpu_name, matmul_peak
+from nanochat.gpus import GPU_SPECS
 
-# Dense bf16 tensor-core peaks (FLOP/s) by GPU name fragment, most specific first.
-GPU_BF16_PEAK = [
-    ("H100 NVL", 835e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("H800", 989e12),
-    ("GH200", 989e12), ("B200", 2.25e15), ("B100", 1.75e15), ("A100", 312e12), ("A800", 312e12),
-    ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("A10G", 125e12), ("A10", 125e12),
-    ("A6000", 155e12), ("RTX 6000 Ada", 364e12), ("4090", 165e12), ("3090", 71e12), ("V100", 125e12),
-    ("T4", 65e12),
-]
+# Dense bf16 tensor-core peaks (FLOP/s) by GPU name fragment, most specific first: the core's table,
+# shared with the run planner (nanochat/plan.py) so plan and MFU use the same peak.
+GPU_BF16_PEAK = [(fragment, peak) for fragment, peak, _ in GPU_SPECS]
 
 
 def _peak_override():
