@@ -135,12 +135,13 @@ def load_engine(run_name=None, kind=None, checkpoint=None, tokenizer_dir=None, d
 
     backend = select(device)
     torch_device, dtype = backend.device(local_rank), backend.compute_dtype()
+    redo = f"nanochat run --name {run.name} --stage {stage_name}" if run and stage_name else "the stage that wrote it"
     try:
         model, ckpt = load_model(path, torch_device, dtype)
     except NanochatError as exc:
-        raise ModelError(f"cannot load the checkpoint {path}: {exc}") from None
+        fix = f"; or re-create it by re-running {redo}" if "damaged" in str(exc) else ""
+        raise ModelError(f"cannot load the checkpoint {path}: {exc}{fix}") from None
     except Exception as exc:  # a truncated or corrupted file shows up as any of torch's / pickle's errors
-        redo = f"nanochat run --name {run.name} --stage {stage_name}" if run and stage_name else "the stage that wrote it"
         raise ModelError(f"the checkpoint {path} is damaged ({type(exc).__name__}: {str(exc)[:200]}); "
                          f"re-create it by re-running {redo}") from None
     if model.config.vocab_size != tokenizer.vocab_size:
