@@ -27,12 +27,18 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _origin(source: dict) -> str:
+    where = f"run {source['run']}, stage {source['stage']}" if source.get("run") else "a checkpoint"
+    return f"{where} (step {source['step']}): {source['checkpoint']}; tokenizer {source['tokenizer']}"
+
+
 def render(run: Run) -> str:
     info = run.info
     v = info.get("versions", {})
     lines = [f"# nanochat report: {run.name}", "",
              f"- preset: {info.get('preset')}",
              f"- created: {info.get('created')} on {info.get('host', '?')}",
+             *([f"- started from: {_origin(info['from'])}"] if info.get("from") else []),
              f"- nanochat {v.get('nanochat')}, git {v.get('git_commit') or 'n/a'}, "
              f"python {v.get('python')}, torch {v.get('torch')}",
              "", "## Stages", "", "| stage | state | time |", "|---|---|---|"]

@@ -18,9 +18,9 @@ from importlib import metadata
 from pathlib import Path
 
 from nanochat import __version__, distributed, plugins
-from nanochat.runs import Run, RunError, now
-from nanochat.stages import (STAGES, StageContext, StageError, find_artifact, make_settings, needs_of,
-                             settings_fields, stage_class)
+from nanochat.runs import Run, RunError, check_name, now
+from nanochat.stages import (STAGES, StageContext, StageError, find_artifact, given_artifacts, make_settings,
+                             needs_of, settings_fields, stage_class)
 
 try:
     import tomllib
@@ -135,13 +135,21 @@ def git_commit() -> str | None:
         return None
 
 
-def open_or_create(preset: str | None, name: str | None, overrides: list[str]) -> Run:
+def open_or_create(preset: str | None, name: str | None, overrides: list[str], source=None) -> Run:
+    """Reopen run `name`, or plan and create a new one; every check runs before anything is written.
+
+    `source` (a `model_source.ModelSource`) starts the new run from another run's model and its tokenizer:
+    stages with `source = "from"` train on from there instead of from a model of this run.
+    """
     if name and Run.exists(name):
         run = Run.open(name)
         existing = run.info["preset"]
         if preset is not None and load_preset(preset)[0] != existing:
             raise RunError(f"run {name!r} exists with preset {existing!r}, not {preset!r}: resume it with "
                            f"`nanochat run --name {name}`, or start a new run with another --name")
+        if source is not None and run.info.get("from", {}).get("checkpoint") != str(source.checkpoint):
+            raise RunError(f"run {name!r} exists; --from only starts a new run. Resume it without --from, or "
+                           f"give another --name")
         if overrides:
             update_settings(run, overrides)
         return run
@@ -150,10 +158,70 @@ def open_or_create(preset: str | None, name: str | None, overrides: list[str]) -
                        if name else "give --preset to start a run (or --name to resume one)")
     preset_id, data = load_preset(preset)
     entries = plan(data, list(overrides))
+    given = source.describe() if source is not None else None
+    check_plan(entries, given, preset_id)
+    resolve_names(entries)
     name = name or f"{Path(preset_id).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    return Run.create(name, {"preset": preset_id, "description": data.get("description", ""),
-                             "overrides": list(overrides), "stages": entries, "versions": versions(),
-                             "host": socket.gethostname()})
+    check_name(name)
+    info = {"preset": preset_id, "description": data.get("description", ""), "overrides": list(overrides),
+            "stages": entries, "versions": versions(), "host": socket.gethostname()}
+    return Run.create(name, {**info, "from": given} if given else info)
+
+
+def check_plan(entries: list[dict], given: dict | None, preset_id: str) -> None:
+    """Before a run exists: every artifact a stage needs comes from an earlier stage or from --from."""
+    made = set(given_artifacts({"from": given})) if given else set()
+    if given:
+        own = [e["name"] for e in entries if "tokenizer" in getattr(stage_class(e["stage"]), "produces", ())]
+        if own:
+            raise StageError(f"--from gives the run its model and tokenizer, but preset {preset_id!r} trains its own "
+                             f"tokenizer (stage {own[0]!r}); use a preset that starts after pretraining, such as "
+                             f"finetune")
+    users = []
+    for e in entries:
+        cls = stage_class(e["stage"])
+        needs = needs_of(cls, make_settings(cls, e["settings"], e["name"]))
+        if "from-model" in needs:
+            users.append(e["name"])
+            if not given:
+                raise StageError(f"stage {e['name']!r} starts from the model the run is given with --from "
+                                 f"(source = \"from\"); add --from RUN:STAGE (or a checkpoint path)")
+        for artifact in needs:
+            if artifact in made:
+                continue
+            makers = [t for t in STAGES if artifact in getattr(stage_class(t), "produces", ())]
+            raise StageError(f"stage {e['name']!r} needs {artifact!r} but no earlier stage of preset {preset_id!r} "
+                             f"provides it; add a stage of type {' or '.join(map(repr, makers)) or '(none)'} before "
+                             f"it, or start from a trained model with --from RUN:STAGE and --set {e['name']}.source=from")
+        made.update(getattr(cls, "produces", ()))
+    if given and not users:
+        raise StageError(f"no stage of preset {preset_id!r} starts from the --from model; use a preset whose stages "
+                         f"have source = \"from\" (such as finetune), or --set STAGE.source=from")
+
+
+TASK_SETTINGS = ("tasks", "val_tasks", "task")  # settings that name tasks (a mixture, or one task for rl)
+
+
+def resolve_names(entries: list[dict], registry=None) -> None:
+    """Every task and dataset the stages name must be installed: checked before any stage runs, so a typo
+    is an error now, with the installed names, rather than hours later when its stage starts."""
+    from nanochat import datasets, tasks
+    registry = registry or plugins.registry()
+    for e in entries:
+        for key, value in e["settings"].items():
+            if not isinstance(value, str) or not value.strip() or key not in (*TASK_SETTINGS, "dataset"):
+                continue
+            try:
+                if key == "dataset":
+                    datasets.resolve(value, registry)
+                elif e["stage"] == "chat-eval":
+                    tasks.scored_views(value, registry)
+                else:
+                    tasks.views(value, split="train", registry=registry)
+            except plugins.PluginError as exc:
+                raise StageError(f"stage {e['name']!r}: {key} = {value!r}: {exc}") from None
+            except tasks.TaskError as exc:
+                raise StageError(f"stage {e['name']!r}: {key} = {value!r}: {exc}") from None
 
 
 def update_settings(run: Run, overrides: list[str]) -> None:
@@ -213,7 +281,7 @@ def execute_stage(run: Run, entry: dict, world=None, echo: bool = True) -> None:
         cls().run(ctx)
         if ctx.world.is_main:
             run.set_status(entry["name"], state="done", finished=now(), artifacts=ctx.provided,
-                           summary=ctx.summary, error=None)
+                           summary=ctx.summary, notes=ctx.notes, error=None)
         ctx.event("stage_done")
     except BaseException as exc:
         if ctx.world.is_main:
@@ -225,14 +293,19 @@ def execute_stage(run: Run, entry: dict, world=None, echo: bool = True) -> None:
         distributed.shutdown(ctx.world)
 
 
-def torchrun_command(run: Run, entry: dict, launch: Launch) -> list[str]:
+def torchrun_prefix(launch: Launch) -> list[str]:
+    """`python -m torch.distributed.run` with this launch's knobs; the module to run comes after."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={launch.nproc_per_node}"]
     if launch.nnodes == 1:
         cmd.append("--standalone")  # picks a free port, so two jobs on one machine never collide
     else:
         cmd += [f"--nnodes={launch.nnodes}", f"--node-rank={launch.node_rank}",
                 f"--master-addr={launch.master_addr}", f"--master-port={launch.master_port}"]
-    return cmd + ["-m", "nanochat.runner", "--worker", str(run.dir), entry["name"]]
+    return cmd
+
+
+def torchrun_command(run: Run, entry: dict, launch: Launch) -> list[str]:
+    return torchrun_prefix(launch) + ["-m", "nanochat.runner", "--worker", str(run.dir), entry["name"]]
 
 
 def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only: list[str] | None = None) -> Run:
@@ -245,6 +318,7 @@ def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only
             if unknown:
                 raise StageError(f"unknown stage(s) {', '.join(sorted(unknown))} in run {run.name!r}; "
                                  f"stages: {', '.join(s['name'] for s in stages)}")
+        resolve_names([s for s in stages if (not only or s["name"] in only) and run.status(s["name"])["state"] != "done"])
         for entry in stages:
             name = entry["name"]
             if only and name not in only:
