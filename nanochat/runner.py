@@ -190,9 +190,12 @@ def check_plan(entries: list[dict], given: dict | None, preset_id: str) -> None:
             if artifact in made:
                 continue
             makers = [t for t in STAGES if artifact in getattr(stage_class(t), "produces", ())]
+            fix = (f"add a stage of type {' or '.join(map(repr, makers))} before it" if makers else
+                   "no built-in stage type makes it")
+            if artifact == "tokenizer" or artifact.endswith("-model"):
+                fix += f", or start from a trained model: --from RUN:STAGE --set {e['name']}.source=from"
             raise StageError(f"stage {e['name']!r} needs {artifact!r} but no earlier stage of preset {preset_id!r} "
-                             f"provides it; add a stage of type {' or '.join(map(repr, makers)) or '(none)'} before "
-                             f"it, or start from a trained model with --from RUN:STAGE and --set {e['name']}.source=from")
+                             f"provides it; {fix}")
         made.update(getattr(cls, "produces", ()))
     if given and not users:
         raise StageError(f"no stage of preset {preset_id!r} starts from the --from model; use a preset whose stages "
