@@ -10,18 +10,12 @@ import sys
 
 from nanochat import __version__
 from nanochat.errors import NanochatError
-from nanochat.table import print_table
 
 
 # -- commands --------------------------------------------------------------------------------------
-def cmd_plugins(args) -> None:
-    from nanochat import plugins
-    rows = plugins.registry().listing(args.kind)
-    if args.json:
-        keys = ("name", "kind", "version", "distribution", "status", "error")
-        print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2, ensure_ascii=False))
-        return
-    print_table(rows, ["name", "kind", "version", "distribution", "status", "error"])
+def cmd_plugins(args) -> int:
+    from nanochat import plugins_cli
+    return plugins_cli.main(args)
 
 
 def cmd_paths(args) -> None:
@@ -256,9 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the pipeline presets")
     p.set_defaults(func=cmd_presets)
 
-    p = sub.add_parser("plugins", help="list installed plugins")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--kind", help="only this kind (backend, optimizer, dataset, task, observer)")
+    p = sub.add_parser("plugins", help="list installed plugins (-v: tracebacks); new, install, uninstall")
+    from nanochat.plugins_cli import add_arguments as add_plugins_arguments
+    add_plugins_arguments(p)
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("env", help="show the device backend, dtype, threads and peak FLOP/s")
