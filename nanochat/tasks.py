@@ -197,10 +197,10 @@ def shuffled_indices(n: int, seed: int = SHUFFLE_SEED) -> list[int]:
 # Tasks, slices of them, and mixtures
 
 class Task:
-    """Base class for tasks. Subclasses set `name`, `kind`, `splits`, `description` and implement
-    `num_examples(split)` and `make_example(split, index)`; scored tasks also implement `evaluate`.
+    """Base class for tasks, the one way to write one (docs/tasks.md, "Writing your own task").
 
-    The plugin protocol itself is only the public methods below: an object that has them is a task.
+    Subclasses set `name`, `kind`, `splits`, `description` and implement `num_examples(split)` and
+    `make_example(split, index)`; scored tasks also implement `evaluate`.
     """
 
     name = "?"
