@@ -12,7 +12,6 @@ import dataclasses
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 from nanochat import evals

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from nanochat import __version__, distributed, plugins
+from nanochat.errors import NanochatError
 from nanochat.runs import Run, RunError, check_name, now
 from nanochat.stages import (STAGES, StageContext, StageError, find_artifact, given_artifacts, make_settings,
                              needs_of, settings_fields, stage_class)
@@ -202,28 +203,24 @@ def check_plan(entries: list[dict], given: dict | None, preset_id: str) -> None:
                          f"have source = \"from\" (such as finetune), or --set STAGE.source=from")
 
 
-TASK_SETTINGS = ("tasks", "val_tasks", "task")  # settings that name tasks (a mixture, or one task for rl)
-
-
 def resolve_names(entries: list[dict], registry=None) -> None:
     """Every task and dataset the stages name must be installed: checked before any stage runs, so a typo
     is an error now, with the installed names, rather than hours later when its stage starts."""
     from nanochat import datasets, tasks
     registry = registry or plugins.registry()
     for e in entries:
+        named = {**getattr(stage_class(e["stage"]), "task_settings", {}), "dataset": "dataset"}
         for key, value in e["settings"].items():
-            if not isinstance(value, str) or not value.strip() or key not in (*TASK_SETTINGS, "dataset"):
+            if key not in named or not isinstance(value, str) or not value.strip():
                 continue
             try:
-                if key == "dataset":
+                if named[key] == "dataset":
                     datasets.resolve(value, registry)
-                elif e["stage"] == "chat-eval":
+                elif named[key] == "scored":
                     tasks.scored_views(value, registry)
                 else:
-                    tasks.views(value, split="train", registry=registry)
-            except plugins.PluginError as exc:
-                raise StageError(f"stage {e['name']!r}: {key} = {value!r}: {exc}") from None
-            except tasks.TaskError as exc:
+                    tasks.views(value, split=named[key], registry=registry)
+            except NanochatError as exc:  # unknown names, bad splits, a NAME:ARG whose ARG is wrong
                 raise StageError(f"stage {e['name']!r}: {key} = {value!r}: {exc}") from None
 
 

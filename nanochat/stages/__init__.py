@@ -7,6 +7,8 @@ A stage is a class with
     produces   artifacts it hands on
     run(ctx)   does the work; resumes from its own checkpoint when there is one
     distributed  (optional, default True) False = run in one process even when the run uses torchrun
+    task_settings  (optional) {setting: "train" | "scored"}: settings that name tasks, resolved when the run
+               starts ("scored": only tasks that can be scored); a `dataset` setting names a dataset
 
 Stage classes are imported only when a run needs them, so the CLI starts without torch.
 """

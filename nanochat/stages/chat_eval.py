@@ -16,6 +16,7 @@ from nanochat.tasks import scored_views
 class ChatEvalStage:
     name = "chat-eval"
     produces = ()
+    task_settings = {"tasks": "scored"}  # checked at run start (runner.resolve_names)
 
     @dataclass
     class Settings(CommonSettings):

@@ -88,6 +88,7 @@ def inherited(source_meta: dict, *, max_seq_len: int = 0, device_batch_size: int
 class ChatTrainStage:
     produces: tuple = ()
     Settings = ChatTrainSettings
+    task_settings = {"tasks": "train", "val_tasks": "train"}  # checked at run start (runner.resolve_names)
 
     needs = staticmethod(needs_source_model)
 
