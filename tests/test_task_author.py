@@ -247,3 +247,45 @@ def test_eval_resumes_after_an_interruption_and_runs_under_torchrun(cli, tiny, m
     assert two["id"] != record["id"] and two["state"] == "done" and two["world_size"] == 2
     assert two["scores"] == record["scores"]
     assert {r["problems"] for r in two["results"].values()} == {2}
+
+
+def test_the_documented_task_examples_and_the_example_plugin_are_task_subclasses_that_work():
+    import re
+
+    from nanochat import hookimpl, plugins
+    from nanochat.tasks import Task, validate_conversation
+    repo = Path(__file__).resolve().parent.parent
+    sources = {}
+    for doc in ("docs/plugins.md", "docs/tasks.md", "docs/zh-CN/plugins.md", "docs/zh-CN/tasks.md"):
+        blocks = re.findall(r"```python\n(.*?)```", (repo / doc).read_text(encoding="utf-8"), re.S)
+        sources.update({f"{doc}#{i}": b for i, b in enumerate(blocks) if "def nanochat_task" in b})
+    sources["example-task"] = (repo / "plugins/example-task/nanochat_example_task/__init__.py").read_text()
+    assert len(sources) == 5
+    for where, code in sources.items():
+        namespace = {"__name__": where}
+        exec(compile(code, where, "exec"), namespace)
+        registry = plugins.Registry()
+        assert registry.add(type("P", (), {"nanochat_task": staticmethod(namespace["nanochat_task"])}),
+                            name=where).status == "ok", where
+        (task,) = [registry.get("task", n) for n in registry.names("task")]
+        assert isinstance(task, Task) and "example" not in type(task).__dict__, where  # one way: make_example
+        for split in task.splits:
+            conversation = validate_conversation(task.example(split, 0))
+            assert task.evaluate(conversation, conversation["messages"][-1]["content"]) is True, where
+    assert hookimpl  # the documented examples import it themselves
+
+
+def test_names_are_resolved_per_stage_type(tmp_path):
+    from nanochat.stages import StageError
+    preset = tmp_path / "p.toml"
+    preset.write_text('[[stage]]\nname = "tokenizer"\n[[stage]]\nname = "pretrain"\n'
+                      '[[stage]]\nname = "core-eval"\ntasks = "hellaswag, jeopardy"\n'  # CORE bundle labels
+                      '[[stage]]\nname = "chat-eval"\nsource = "base"\ntasks = "spellingbee*2, starter-arithmetic"\n')
+    run = runner.open_or_create(str(preset), "kinds", ["dataset=starter"])
+    assert [s["name"] for s in run.stages()] == ["tokenizer", "pretrain", "core-eval", "chat-eval"]
+    with pytest.raises(StageError, match=r"stage 'chat-eval': tasks = 'spellingbee, spellingbee@test': task "
+                                         r"'spellingbee' is listed twice"):
+        runner.open_or_create(str(preset), "twice", ["chat-eval.tasks=spellingbee, spellingbee@test"])
+    with pytest.raises(StageError, match=r"task 'spellingbee' has no split 'dev'; its splits are train, test"):
+        runner.open_or_create(str(preset), "split", ["chat-eval.tasks=spellingbee@dev"])
+    assert not Run.exists("twice") and not Run.exists("split")
