@@ -8,7 +8,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from nanochat import paths
 from nanochat.errors import NanochatError
 from nanochat.runs import Run
 from nanochat.stages import find_artifact
@@ -36,14 +35,10 @@ class ModelSource:
 
 
 def model_stages(run: Run) -> dict[str, Path]:
-    """stage -> the model it produced, for every finished stage of a run that produced one."""
-    found = {}
-    for entry in run.stages():
-        status = run.status(entry["name"])
-        for artifact, where in status.get("artifacts", {}).items():
-            if status["state"] == "done" and artifact.endswith("-model"):
-                found[entry["name"]] = run.dir / where
-    return found
+    """stage -> the model it produced, for every finished stage of a run that produced one (in run order)."""
+    from nanochat.models import models_of_run
+    found = {ref.stage: ref.path for ref in models_of_run(run)}
+    return {s["name"]: found[s["name"]] for s in run.stages() if s["name"] in found}
 
 
 def pinned(path: Path) -> tuple[Path, int]:
@@ -80,16 +75,12 @@ def from_run(name: str, stage: str | None = None) -> ModelSource:
 
 def from_path(path, tokenizer=None) -> ModelSource:
     """A checkpoint folder; inside a run its run, stage and tokenizer are known, elsewhere give the tokenizer."""
+    from nanochat.models import run_of
     checkpoint, step = pinned(Path(path))
-    run = stage = None
-    try:
-        parts = checkpoint.relative_to(paths.runs_dir().resolve()).parts
-    except ValueError:
-        parts = ()
-    if len(parts) >= 3 and parts[1] == "checkpoints" and Run.exists(parts[0]):
-        run, stage = Run.open(parts[0]), parts[2]
+    run = run_of(checkpoint)
+    stage = checkpoint.relative_to(run.dir.resolve() / "checkpoints").parts[0] if run else None
     if tokenizer is None and run is not None:
-            tokenizer = find_artifact(run, "tokenizer", before=stage)
+        tokenizer = find_artifact(run, "tokenizer", before=stage)
     if tokenizer is None:
         raise SourceError(f"{checkpoint} is not inside a run, so its tokenizer is unknown: give the tokenizer "
                           f"folder it was trained with (--tokenizer DIR)")
