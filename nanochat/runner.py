@@ -235,7 +235,9 @@ def update_settings(run: Run, overrides: list[str]) -> None:
     except StageError as exc:
         done = [s["name"] for s in stages if s not in todo]
         raise StageError(f"{exc}. Stages already done ({', '.join(done) or 'none'}) keep their settings; "
-                         f"start a new run (another --name) to change them") from None
+                         f"start a new run (another --name, or --from {run.name}:STAGE to train on from its model) "
+                         f"to change them, or score its models on other tasks with `nanochat eval --run {run.name} "
+                         f"--tasks ...`") from None
     changed = {e["name"]: e["values"] for e in entries}
     for s in stages:
         if s["name"] in changed:
