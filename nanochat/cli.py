@@ -66,7 +66,9 @@ def cmd_runs(args) -> None:
         print("no runs yet; start one with: nanochat run --preset cpu-tiny")
         return
     for row in rows:
-        source = f", from {row['from']['run'] or row['from']['checkpoint']}:{row['from']['stage'] or ''}" if row["from"] else ""
+        origin = row["from"] or {}
+        source = (f", from {origin['run']}:{origin['stage']}" if origin.get("run") else
+                  f", from {origin['checkpoint']}" if origin else "")
         print(f"{row['name']}  ({row['preset']}{source})")
         for stage, state in row["stages"].items():
             print(f"  {stage:16} {state}")

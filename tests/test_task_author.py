@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nanochat import evals, model_source, runner
-from nanochat.runs import Run
+from nanochat.runs import Run, file_lock
 
 NANOCHAT = str(Path(sys.executable).parent / "nanochat")
 TINY = """
@@ -211,6 +211,12 @@ def test_runs_rm_asks_refuses_while_running_and_protects_from_sources(cli, tiny)
     with child.lock():
         busy = cli("runs", "rm", "child", "--yes", check=False)
     assert busy.returncode == 2 and "is being driven by pid" in busy.stderr and child.dir.exists()
+    scoring = evals.evals_dir(child) / "20250101-000000-sft"
+    evals.write(scoring, stage="sft", state="running", started="2025-01-01T00:00:00", scores={})
+    with file_lock(scoring / "eval.lock", "evaluation"):
+        busy = cli("runs", "rm", "child", "--yes", check=False)
+    assert busy.returncode == 2 and "evaluation 20250101-000000-sft of run 'child' is running" in busy.stderr
+    assert evals.records(child)[0]["state"] == "interrupted"  # its process is gone: no longer running
     assert "removed run 'child'" in cli("runs", "rm", "child", "--yes").stdout
     assert not child.dir.exists()
     cli("runs", "rm", "tiny", "--yes")
@@ -289,3 +295,19 @@ def test_names_are_resolved_per_stage_type(tmp_path):
     with pytest.raises(StageError, match=r"task 'spellingbee' has no split 'dev'; its splits are train, test"):
         runner.open_or_create(str(preset), "split", ["chat-eval.tasks=spellingbee@dev"])
     assert not Run.exists("twice") and not Run.exists("split")
+
+
+def test_eval_of_a_checkpoint_outside_any_run_needs_its_tokenizer(cli, tiny, tmp_path, nanochat_home):
+    from nanochat.stages import find_artifact
+    elsewhere = tmp_path / "shared" / "model"
+    shutil.copytree(tiny.checkpoint_dir("sft") / "step_000002", elsewhere)
+    shutil.copytree(find_artifact(tiny, "tokenizer"), tmp_path / "shared" / "tokenizer")
+    bad = cli("eval", "--checkpoint", str(elsewhere), "--tasks", "spellingbee[:1]", check=False)
+    assert bad.returncode == 2 and "its tokenizer is unknown" in bad.stderr and "--tokenizer DIR" in bad.stderr
+    cli("eval", "--checkpoint", str(elsewhere), "--tokenizer", str(tmp_path / "shared" / "tokenizer"),
+        "--tasks", "spellingbee[:1]", "--max-new-tokens", "4", "--device", "cpu")
+    (record,) = evals.records(None)
+    assert record["state"] == "done" and record["stage"] is None and record["step"] == 2
+    assert (nanochat_home / "evals" / record["id"] / "result.json").exists()
+    both = cli("eval", "--run", "tiny", "--checkpoint", str(elsewhere), "--tasks", "spellingbee", check=False)
+    assert both.returncode == 2 and "not both" in both.stderr
