@@ -9,6 +9,7 @@ the same command again after an interruption resumes: tasks already scored are n
 """
 import argparse
 import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -39,7 +40,7 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     from nanochat import model_source, plugins
-    from nanochat.stages import StageError, make_settings, settings_fields
+    from nanochat.stages import StageError, make_settings
     from nanochat.stages.chat_eval import ChatEvalStage
     from nanochat.tasks import scored_views
 
@@ -63,12 +64,11 @@ def main(args) -> int:
         settings = dataclasses.asdict(make_settings(ChatEvalStage, values, "eval"))
     except StageError as exc:
         raise NanochatError(str(exc)) from None
-    assert set(settings) == set(settings_fields(ChatEvalStage))
 
     root = evals.evals_dir(source.run)
     folder = resumable(root, source, settings)
     if folder is None:
-        folder = root / evals.new_id(source.stage)
+        folder = evals.new_folder(root, source.stage)
         evals.write(folder, stage=source.stage, run=source.run.name if source.run else None,
                     checkpoint=str(source.checkpoint), step=source.step, tokenizer=str(source.tokenizer),
                     tasks=args.tasks, settings=settings, state="running", started=now(), finished=None,
@@ -92,7 +92,6 @@ def main(args) -> int:
             execute(folder)
     record = evals.read(folder)
     if args.json:
-        import json
         print(json.dumps(record, indent=2, ensure_ascii=False))
     else:
         print_result(record, folder)

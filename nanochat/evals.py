@@ -26,8 +26,18 @@ def evals_dir(run=None) -> Path:
     return run.dir / "evals" if run is not None else paths.data_dir() / "evals"
 
 
-def new_id(stage: str | None) -> str:
-    return f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{stage or 'checkpoint'}"
+def new_folder(root: Path, stage: str | None) -> Path:
+    """A fresh `<YYYYMMDD-HHMMSS>-<stage>` folder under root (with -2, -3, ... when that second is taken)."""
+    base = f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{stage or 'checkpoint'}"
+    Path(root).mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = Path(root) / (base if n == 1 else f"{base}-{n}")
+        try:
+            folder.mkdir()  # atomic: two evaluations started in the same second get two folders
+            return folder
+        except FileExistsError:
+            continue
+    raise RunFileError(f"{root} has no free evaluation folder for {base}")
 
 
 def read(folder: Path) -> dict:
