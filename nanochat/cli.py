@@ -10,18 +10,12 @@ import sys
 
 from nanochat import __version__
 from nanochat.errors import NanochatError
-from nanochat.table import print_table
 
 
 # -- commands --------------------------------------------------------------------------------------
-def cmd_plugins(args) -> None:
-    from nanochat import plugins
-    rows = plugins.registry().listing(args.kind)
-    if args.json:
-        keys = ("name", "kind", "version", "distribution", "status", "error")
-        print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2, ensure_ascii=False))
-        return
-    print_table(rows, ["name", "kind", "version", "distribution", "status", "error"])
+def cmd_plugins(args) -> int:
+    from nanochat import plugins_cli
+    return plugins_cli.main(args)
 
 
 def cmd_paths(args) -> None:
@@ -47,15 +41,24 @@ def cmd_env(args) -> None:
 
 
 def cmd_runs(args) -> None:
+    if getattr(args, "runs_command", None) == "rm":
+        return cmd_runs_rm(args)
+    from nanochat import evals
     from nanochat.runs import list_runs
     rows = []
     for run in list_runs():
+        notes = {}
         try:
-            states = {s["name"]: run.status(s["name"])["state"] for s in run.stages()}
+            statuses = {s["name"]: run.status(s["name"]) for s in run.stages()}
+            states = {name: st["state"] for name, st in statuses.items()}
+            notes = {name: st["notes"] for name, st in statuses.items() if st.get("notes")}
             preset = run.info.get("preset")
+            source = run.info.get("from")
+            found = [{k: r.get(k) for k in ("id", "stage", "step", "state", "tasks", "scores")} for r in evals.records(run)]
         except NanochatError as exc:  # one damaged run must not hide the others
-            states, preset = {"error": str(exc)}, "?"
-        rows.append({"name": run.name, "preset": preset, "stages": states, "path": str(run.dir)})
+            states, preset, source, found = {"error": str(exc)}, "?", None, []
+        rows.append({"name": run.name, "preset": preset, "stages": states, "path": str(run.dir),
+                     "from": source, "notes": notes, "evals": found})
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -63,9 +66,44 @@ def cmd_runs(args) -> None:
         print("no runs yet; start one with: nanochat run --preset cpu-tiny")
         return
     for row in rows:
-        print(f"{row['name']}  ({row['preset']})")
+        origin = row["from"] or {}
+        source = (f", from {origin['run']}:{origin['stage']}" if origin.get("run") else
+                  f", from {origin['checkpoint']}" if origin else "")
+        print(f"{row['name']}  ({row['preset']}{source})")
         for stage, state in row["stages"].items():
             print(f"  {stage:16} {state}")
+            for note in row["notes"].get(stage, []):
+                print(f"  {'':16} note: {note}")
+        for e in row["evals"]:
+            scores = ", ".join(f"{k} {v:.3f}" for k, v in (e.get("scores") or {}).items())
+            print(f"  eval {e['id']}: {e.get('state')}; {e.get('stage')} step {e.get('step')}; {scores or e.get('tasks')}")
+
+
+def cmd_runs_rm(args) -> int:
+    """Remove a run's folder (checkpoints, logs, evaluations) after confirmation; never while it runs."""
+    import shutil
+    from nanochat import evals
+    from nanochat.runs import Run, RunBusy, list_runs
+    run = Run.open(args.name)
+    users = [r.name for r in list_runs() if r.name != run.name and (r.info.get("from") or {}).get("run") == run.name]
+    if users and not args.force:
+        raise NanochatError(f"run(s) {', '.join(users)} were started --from a model of run {run.name!r} and read it "
+                            f"from its folder; remove them first, or add --force")
+    with run.lock():
+        busy = [e["id"] for e in evals.records(run) if e.get("state") == "running"]
+        if busy:
+            raise RunBusy(f"evaluation {busy[0]} of run {run.name!r} is running; wait for it or stop it first")
+        size = sum(f.stat().st_size for f in run.dir.rglob("*") if f.is_file())
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise NanochatError(f"removing run {run.name!r} needs confirmation: add --yes")
+            answer = input(f"remove run {run.name!r} ({size / 2**20:,.1f} MiB) at {run.dir}? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("kept")
+                return 1
+        shutil.rmtree(run.dir)
+    print(f"removed run {run.name!r} ({size / 2**20:,.1f} MiB)")
+    return 0
 
 
 def cmd_presets(args) -> None:
@@ -109,6 +147,7 @@ def cmd_dry_run(args, overrides) -> None:
 
 def cmd_run(args) -> None:
     from nanochat import runner
+    from nanochat.runs import Run
     overrides = list(args.set or [])
     if args.device:
         overrides.append(f"device={args.device}")
@@ -117,9 +156,21 @@ def cmd_run(args) -> None:
     if args.dry_run:
         return cmd_dry_run(args, overrides)
     launch = runner.Launch(args.nproc_per_node, args.nnodes, args.node_rank, args.master_addr, args.master_port)
-    run = runner.open_or_create(args.preset, args.name, overrides)
-    print(f"run {run.name!r} in {run.dir}", flush=True)
-    runner.run_pipeline(run, launch, only=args.stage)
+    source = None
+    if args.from_model:
+        from nanochat import model_source
+        source = model_source.parse(args.from_model, args.tokenizer)
+    existed = bool(args.name) and Run.exists(args.name)
+    run = runner.open_or_create(args.preset, args.name, overrides, source=source)
+    print(f"run {run.name!r} in {run.dir}" + (f", starting from {source.label()}" if source else ""), flush=True)
+    try:
+        runner.run_pipeline(run, launch, only=args.stage)
+    except NanochatError:
+        if not existed and all(run.status(s["name"])["state"] == "pending" for s in run.stages()):
+            import shutil
+            shutil.rmtree(run.dir)  # refused before any stage started: leave nothing behind
+            print(f"run {run.name!r} was not started, so it was removed", file=sys.stderr)
+        raise
     print(f"run {run.name!r} finished; report: {run.dir / 'report.md'}")
 
 
@@ -142,6 +193,11 @@ def cmd_report(args) -> None:
         print(path.read_text(encoding="utf-8"), end="")
     else:
         print(f"report of run {run.name!r}: {path} ({time.perf_counter() - start:.1f} s)")
+
+
+def cmd_eval(args) -> int:
+    from nanochat import eval_cli
+    return eval_cli.main(args)
 
 
 def cmd_data(args) -> int:
@@ -186,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a setting: key=value for every stage that has it, or stage.key=value")
     p.add_argument("--device", help="device backend for every stage (cpu, cuda, mps, auto)")
     p.add_argument("--stage", action="append", help="run only this stage (repeatable)")
+    p.add_argument("--from", dest="from_model", metavar="RUN:STAGE",
+                   help="start a new run from another run's model and tokenizer (RUN:STAGE, RUN, or a checkpoint "
+                        "folder); use with --preset finetune")
+    p.add_argument("--tokenizer", metavar="DIR", help="with --from PATH outside any run: the model's tokenizer")
     p.add_argument("--wandb-run", help="log metrics to Weights & Biases under this name (needs `pip install wandb`)")
     p.add_argument("--nproc-per-node", type=int, default=1, help="processes per node (torchrun when > 1)")
     p.add_argument("--nnodes", type=int, default=1)
@@ -247,9 +307,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("runs", help="list runs and the state of each stage")
+    p = sub.add_parser("runs", help="list runs, the state of each stage and their evaluations; `runs rm NAME`")
     p.add_argument("--json", action="store_true")
+    rs = p.add_subparsers(dest="runs_command", metavar="RUNS_COMMAND")
+    r = rs.add_parser("rm", help="remove a run (its checkpoints, logs and evaluations) after confirmation")
+    r.add_argument("name")
+    r.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    r.add_argument("--force", action="store_true", help="even if other runs were started --from its models")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("eval", help="score a finished model on any installed tasks (results kept in its run)")
+    from nanochat.eval_cli import add_arguments as add_eval_arguments
+    add_eval_arguments(p)
+    p.set_defaults(func=cmd_eval)
+
 
     p = sub.add_parser("report", help="render a run's report card (report.md and PNG plots in the run folder)")
     p.add_argument("--run", help="run name (default: the newest run, the last one `nanochat runs` lists)")
@@ -264,9 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_presets)
 
-    p = sub.add_parser("plugins", help="list installed plugins")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--kind", help="only this kind (backend, optimizer, dataset, task, observer)")
+    p = sub.add_parser("plugins", help="list installed plugins (-v: tracebacks); new, install, uninstall")
+    from nanochat.plugins_cli import add_arguments as add_plugins_arguments
+    add_plugins_arguments(p)
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("env", help="show the device backend, dtype, threads and peak FLOP/s")

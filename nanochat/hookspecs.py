@@ -42,9 +42,9 @@ def nanochat_dataset(register):
 def nanochat_task(register):
     """Register tasks (chat data and evaluations: arc-easy, gsm8k, smoltalk, ...).
 
-    A task has `name`, `kind` ("categorical", "generative" or "conversations"), `splits`,
-    `num_examples(split)`, `example(split, index)`, `evaluate(conversation, completion)` and
-    `reward(conversation, completion)`.
+    A task subclasses `nanochat.tasks.Task`: `name`, `kind` ("categorical", "generative" or
+    "conversations"), `splits`, `num_examples(split)`, `make_example(split, index)`, and for scored
+    tasks `evaluate(conversation, completion)`; `example` and `reward` are inherited.
     """
 
 

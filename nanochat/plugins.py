@@ -45,6 +45,7 @@ class Plugin:
     version: str
     status: str = "ok"  # "ok" or "broken"
     error: str | None = None
+    traceback: str | None = None  # the full traceback of a broken plugin (`nanochat plugins -v`)
     contributions: list = field(default_factory=list)  # [(kind, thing_name)]
 
 
@@ -82,7 +83,7 @@ class Registry:
             raise
         except Exception as exc:  # a faulty plugin must not take the others down
             self._forget(module)
-            return self._quarantine(plugin, f"failed to register: {_short_error(exc)}")
+            return self._quarantine(plugin, f"failed to register: {_short_error(exc)}", traceback.format_exc())
         for kind, thing in collected:
             self._things[kind][thing.name] = (thing, name)
             plugin.contributions.append((kind, thing.name))
@@ -128,10 +129,11 @@ class Registry:
         if self.pm.is_registered(module):
             self.pm.unregister(module)
 
-    def _quarantine(self, plugin: Plugin, error: str) -> Plugin:
-        plugin.status, plugin.error = "broken", error
+    def _quarantine(self, plugin: Plugin, error: str, trace: str | None = None) -> Plugin:
+        plugin.status, plugin.error, plugin.traceback = "broken", error, trace
         self.plugins[plugin.name] = plugin
-        print(f"nanochat: plugin {plugin.name!r} is broken and was skipped: {error}", file=sys.stderr)
+        print(f"nanochat: plugin {plugin.name!r} is broken and was skipped: {error} "
+              f"(`nanochat plugins -v` shows its traceback)", file=sys.stderr)
         return plugin
 
     # -- lookup ---------------------------------------------------------------------------------
@@ -153,17 +155,21 @@ class Registry:
         return self.plugins[self._things[kind][name][1]]
 
     def listing(self, kind: str | None = None) -> list[dict]:
-        """One row per contributed thing (and one per broken plugin): what `nanochat plugins` shows."""
+        """One row per contributed thing (and one per broken plugin): what `nanochat plugins` shows.
+
+        A broken plugin is in every listing, whatever `kind` asks for: what it would have given is unknown.
+        """
         rows = []
         for plugin in self.plugins.values():
             base = {"version": plugin.version, "distribution": plugin.distribution,
-                    "status": plugin.status, "error": plugin.error, "plugin": plugin.name}
+                    "status": plugin.status, "error": plugin.error, "plugin": plugin.name,
+                    "traceback": plugin.traceback}
             if plugin.status == "broken":
                 rows.append({"name": plugin.name, "kind": None, **base})
             for k, thing_name in plugin.contributions:
                 rows.append({"name": thing_name, "kind": k, **base})
         if kind is not None:
-            rows = [r for r in rows if r["kind"] == _kind(kind)]
+            rows = [r for r in rows if r["kind"] == _kind(kind) or r["status"] == "broken"]
         return sorted(rows, key=lambda r: (r["kind"] or "~", r["name"]))
 
 
@@ -207,12 +213,13 @@ def load(env: dict | None = None) -> Registry:
         try:
             module = ep.load()
         except Exception as exc:
-            registry._quarantine(Plugin(name, dist, version), f"failed to import {ep.value!r}: {_short_error(exc)}")
+            registry._quarantine(Plugin(name, dist, version), f"failed to import {ep.value!r}: {_short_error(exc)}",
+                                 traceback.format_exc())
             continue
         try:
             registry.add(module, name=name, distribution=dist, version=version)
         except NameClash as exc:
-            registry._quarantine(Plugin(name, dist, version), str(exc))
+            registry._quarantine(Plugin(name, dist, version), str(exc), traceback.format_exc())
     for missing in sorted((allowed or set()) - third_party_seen):
         installed = ", ".join(sorted(third_party_seen)) or "none"
         registry._quarantine(Plugin(missing, "(not installed)", ""),

@@ -178,6 +178,11 @@ def _gib(n) -> str:
     return f"{n / 2**30:.1f} GiB" if isinstance(n, (int, float)) and n else "?"
 
 
+def _origin(source: dict) -> str:
+    where = f"run {source['run']}, stage {source['stage']}" if source.get("run") else "a checkpoint"
+    return f"{where} (step {source['step']}): {source['checkpoint']}; tokenizer {source['tokenizer']}"
+
+
 # -- sections ----------------------------------------------------------------------------------------
 def _header(files: RunFiles) -> list[str]:
     info = files.info or {}
@@ -188,6 +193,8 @@ def _header(files: RunFiles) -> list[str]:
                   f"- created: {info.get('created')}"]
         if info.get("overrides"):
             lines.append("- overrides: " + " ".join(f"`{o}`" for o in info["overrides"]))
+        if info.get("from"):
+            lines.append(f"- started from: {_origin(info['from'])}")
     lines += [f"- **missing:** {p}" for p in files.problems]
     return lines
 

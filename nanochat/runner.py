@@ -18,9 +18,10 @@ from importlib import metadata
 from pathlib import Path
 
 from nanochat import __version__, distributed, plugins, report, sysinfo
-from nanochat.runs import Run, RunError, now
-from nanochat.stages import (STAGES, StageContext, StageError, find_artifact, make_settings, needs_of,
-                             settings_fields, stage_class)
+from nanochat.errors import NanochatError
+from nanochat.runs import Run, RunError, check_name, now
+from nanochat.stages import (STAGES, StageContext, StageError, find_artifact, given_artifacts, make_settings,
+                             needs_of, settings_fields, stage_class)
 
 try:
     import tomllib
@@ -173,13 +174,21 @@ def git_commit() -> str | None:
     return git and git["commit"] + ("-dirty" if git["dirty"] else "")
 
 
-def open_or_create(preset: str | None, name: str | None, overrides: list[str]) -> Run:
+def open_or_create(preset: str | None, name: str | None, overrides: list[str], source=None) -> Run:
+    """Reopen run `name`, or plan and create a new one; every check runs before anything is written.
+
+    `source` (a `model_source.ModelSource`) starts the new run from another run's model and its tokenizer:
+    stages with `source = "from"` train on from there instead of from a model of this run.
+    """
     if name and Run.exists(name):
         run = Run.open(name)
         existing = run.info["preset"]
         if preset is not None and load_preset(preset)[0] != existing:
             raise RunError(f"run {name!r} exists with preset {existing!r}, not {preset!r}: resume it with "
                            f"`nanochat run --name {name}`, or start a new run with another --name")
+        if source is not None and run.info.get("from", {}).get("checkpoint") != str(source.checkpoint):
+            raise RunError(f"run {name!r} exists; --from only starts a new run. Resume it without --from, or "
+                           f"give another --name")
         changed, overrides = report.split_settings({}, list(overrides))
         if changed:
             run.update_info(report={**run.info.get("report", {}), **changed})
@@ -193,10 +202,69 @@ def open_or_create(preset: str | None, name: str | None, overrides: list[str]) -
     report_settings, overrides = report.split_settings(data.get("report", {}), list(overrides))
     entries = plan(data, overrides)
     check_offline(preset_id, data, entries)
+    given = source.describe() if source is not None else None
+    check_plan(entries, given, preset_id)
+    resolve_names(entries)
     name = name or f"{Path(preset_id).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    return Run.create(name, {"preset": preset_id, "description": data.get("description", ""),
-                             "overrides": list(overrides), "stages": entries, "versions": versions(),
-                             "host": socket.gethostname(), "report": report_settings})
+    check_name(name)
+    info = {"preset": preset_id, "description": data.get("description", ""), "overrides": list(overrides),
+            "stages": entries, "versions": versions(), "host": socket.gethostname(), "report": report_settings}
+    return Run.create(name, {**info, "from": given} if given else info)
+
+
+def check_plan(entries: list[dict], given: dict | None, preset_id: str) -> None:
+    """Before a run exists: every artifact a stage needs comes from an earlier stage or from --from."""
+    made = set(given_artifacts({"from": given})) if given else set()
+    if given:
+        own = [e["name"] for e in entries if "tokenizer" in getattr(stage_class(e["stage"]), "produces", ())]
+        if own:
+            raise StageError(f"--from gives the run its model and tokenizer, but preset {preset_id!r} trains its own "
+                             f"tokenizer (stage {own[0]!r}); use a preset that starts after pretraining, such as "
+                             f"finetune")
+    users = []
+    for e in entries:
+        cls = stage_class(e["stage"])
+        needs = needs_of(cls, make_settings(cls, e["settings"], e["name"]))
+        if "from-model" in needs:
+            users.append(e["name"])
+            if not given:
+                raise StageError(f"stage {e['name']!r} starts from the model the run is given with --from "
+                                 f"(source = \"from\"); add --from RUN:STAGE (or a checkpoint path)")
+        for artifact in needs:
+            if artifact in made:
+                continue
+            makers = [t for t in STAGES if artifact in getattr(stage_class(t), "produces", ())]
+            fix = (f"add a stage of type {' or '.join(map(repr, makers))} before it" if makers else
+                   "no built-in stage type makes it")
+            if artifact == "tokenizer" or artifact.endswith("-model"):
+                fix += f", or start from a trained model: --from RUN:STAGE --set {e['name']}.source=from"
+            raise StageError(f"stage {e['name']!r} needs {artifact!r} but no earlier stage of preset {preset_id!r} "
+                             f"provides it; {fix}")
+        made.update(getattr(cls, "produces", ()))
+    if given and not users:
+        raise StageError(f"no stage of preset {preset_id!r} starts from the --from model; use a preset whose stages "
+                         f"have source = \"from\" (such as finetune), or --set STAGE.source=from")
+
+
+def resolve_names(entries: list[dict], registry=None) -> None:
+    """Every task and dataset the stages name must be installed: checked before any stage runs, so a typo
+    is an error now, with the installed names, rather than hours later when its stage starts."""
+    from nanochat import datasets, tasks
+    registry = registry or plugins.registry()
+    for e in entries:
+        named = {**getattr(stage_class(e["stage"]), "task_settings", {}), "dataset": "dataset"}
+        for key, value in e["settings"].items():
+            if key not in named or not isinstance(value, str) or not value.strip():
+                continue
+            try:
+                if named[key] == "dataset":
+                    datasets.resolve(value, registry)
+                elif named[key] == "scored":
+                    tasks.scored_views(value, registry)
+                else:
+                    tasks.views(value, split=named[key], registry=registry)
+            except NanochatError as exc:  # unknown names, bad splits, a NAME:ARG whose ARG is wrong
+                raise StageError(f"stage {e['name']!r}: {key} = {value!r}: {exc}") from None
 
 
 def update_settings(run: Run, overrides: list[str]) -> None:
@@ -210,7 +278,9 @@ def update_settings(run: Run, overrides: list[str]) -> None:
     except StageError as exc:
         done = [s["name"] for s in stages if s not in todo]
         raise StageError(f"{exc}. Stages already done ({', '.join(done) or 'none'}) keep their settings; "
-                         f"start a new run (another --name) to change them") from None
+                         f"start a new run (another --name, or --from {run.name}:STAGE to train on from its model) "
+                         f"to change them, or score its models on other tasks with `nanochat eval --run {run.name} "
+                         f"--tasks ...`") from None
     changed = {e["name"]: e["values"] for e in entries}
     for s in stages:
         if s["name"] in changed:
@@ -271,7 +341,7 @@ def execute_stage(run: Run, entry: dict, world=None, echo: bool = True) -> None:
         cls().run(ctx)
         if ctx.world.is_main:
             run.set_status(entry["name"], state="done", finished=now(), artifacts=ctx.provided,
-                           summary=ctx.summary, error=None)
+                           summary=ctx.summary, notes=ctx.notes, error=None)
         ctx.event("stage_done")
     except BaseException as exc:
         if ctx.world.is_main:
@@ -283,14 +353,19 @@ def execute_stage(run: Run, entry: dict, world=None, echo: bool = True) -> None:
         distributed.shutdown(ctx.world)
 
 
-def torchrun_command(run: Run, entry: dict, launch: Launch) -> list[str]:
+def torchrun_prefix(launch: Launch) -> list[str]:
+    """`python -m torch.distributed.run` with this launch's knobs; the module to run comes after."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={launch.nproc_per_node}"]
     if launch.nnodes == 1:
         cmd.append("--standalone")  # picks a free port, so two jobs on one machine never collide
     else:
         cmd += [f"--nnodes={launch.nnodes}", f"--node-rank={launch.node_rank}",
                 f"--master-addr={launch.master_addr}", f"--master-port={launch.master_port}"]
-    return cmd + ["-m", "nanochat.runner", "--worker", str(run.dir), entry["name"]]
+    return cmd
+
+
+def torchrun_command(run: Run, entry: dict, launch: Launch) -> list[str]:
+    return torchrun_prefix(launch) + ["-m", "nanochat.runner", "--worker", str(run.dir), entry["name"]]
 
 
 def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only: list[str] | None = None) -> Run:
@@ -303,6 +378,7 @@ def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only
             if unknown:
                 raise StageError(f"unknown stage(s) {', '.join(sorted(unknown))} in run {run.name!r}; "
                                  f"stages: {', '.join(s['name'] for s in stages)}")
+        resolve_names([s for s in stages if (not only or s["name"] in only) and run.status(s["name"])["state"] != "done"])
         for entry in stages:
             name = entry["name"]
             if only and name not in only:

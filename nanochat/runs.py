@@ -139,7 +139,7 @@ class Run:
 
     def append_metrics(self, stage: str, record: dict) -> None:
         faults.hit("metrics")
-        _append_line(self.stage_dir(stage) / "metrics.jsonl", json.dumps(record, ensure_ascii=False))
+        append_line(self.stage_dir(stage) / "metrics.jsonl", json.dumps(record, ensure_ascii=False))
 
     def metrics(self, stage: str) -> list[dict]:
         return read_jsonl(self.stage_dir(stage) / "metrics.jsonl")
@@ -152,32 +152,38 @@ class Run:
             atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def append_log(self, stage: str, text: str) -> None:
-        _append_line(self.stage_dir(stage) / "log.txt", text.rstrip("\n"))
+        append_line(self.stage_dir(stage) / "log.txt", text.rstrip("\n"))
 
     def record_invocation(self, record: dict) -> None:
         """What started or resumed this run (`nanochat.sysinfo.capture()`), for the report card."""
-        _append_line(self.dir / "invocations.jsonl", json.dumps(record, ensure_ascii=False))
+        append_line(self.dir / "invocations.jsonl", json.dumps(record, ensure_ascii=False))
 
     def invocations(self) -> list[dict]:
         return read_jsonl(self.dir / "invocations.jsonl")
 
     # -- concurrency ----------------------------------------------------------------------------
-    @contextlib.contextmanager
     def lock(self):
         """Only one process drives a run at a time; a crashed holder releases the lock with its death."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        return file_lock(self.dir / "run.lock", f"run {self.name!r}")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, what: str):
+    """Hold an exclusive lock on `path` (created if needed) or raise RunBusy naming `what` and its holder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-                raise RunBusy(f"run {self.name!r} is being driven by {holder}; wait for it or stop it first") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now()}".encode(), 0)
-            yield self
-        finally:
-            os.close(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise RunBusy(f"{what} is being driven by {holder}; wait for it or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def read_jsonl(path: Path, damaged: list | None = None) -> list[dict]:
@@ -201,7 +207,22 @@ def read_jsonl(path: Path, damaged: list | None = None) -> list[dict]:
     return records
 
 
-def _append_line(path: Path, line: str) -> None:
+def is_locked(path: Path) -> bool:
+    """Whether a live process holds the lock file (a crashed holder's lock is gone with it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)  # a reader: test the lock without writing to the file
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock this test took
+
+
+def append_line(path: Path, line: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # One write of a whole line in append mode: concurrent readers see whole lines or nothing new.
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)

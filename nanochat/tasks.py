@@ -197,10 +197,10 @@ def shuffled_indices(n: int, seed: int = SHUFFLE_SEED) -> list[int]:
 # Tasks, slices of them, and mixtures
 
 class Task:
-    """Base class for tasks. Subclasses set `name`, `kind`, `splits`, `description` and implement
-    `num_examples(split)` and `make_example(split, index)`; scored tasks also implement `evaluate`.
+    """Base class for tasks, the one way to write one (docs/tasks.md, "Writing your own task").
 
-    The plugin protocol itself is only the public methods below: an object that has them is a task.
+    Subclasses set `name`, `kind`, `splits`, `description` and implement `num_examples(split)` and
+    `make_example(split, index)`; scored tasks also implement `evaluate`.
     """
 
     name = "?"
@@ -650,6 +650,33 @@ def mixture(spec: str, *, split: str = "train", registry=None) -> TaskMixture:
     return TaskMixture(views(spec, split=split, registry=registry))
 
 
+def task_label(view, default_split: str = "test") -> str:
+    """How a result is named: the task, plus @SPLIT when it is not the default split."""
+    return view.task.name if view.split == default_split else f"{view.task.name}@{view.split}"
+
+
+def scored_views(spec: str, registry=None) -> list:
+    """The task views of an evaluation spec ("capitals, arc-easy@test[:200]"), each on its test split unless
+    @SPLIT; refuses training-only tasks and a task listed twice, naming the ones that can be scored."""
+    if registry is None:
+        from nanochat import plugins
+        registry = plugins.registry()
+    found, seen = [], set()
+    for view in views(spec, split="test", registry=registry):
+        label = task_label(view)
+        if label in seen:
+            if view in found:  # "task*3": copies mean nothing when scoring
+                continue
+            raise TaskError(f"task {label!r} is listed twice in {spec!r}; list each task and split once")
+        if view.task.kind not in ("categorical", "generative"):
+            scorable = [t.name for t in registry.all("task") if t.kind in ("categorical", "generative")]
+            raise TaskError(f"task {view.task.name!r} is {view.task.kind} (training data) and cannot be scored; "
+                            f"tasks that can: {', '.join(scorable)}")
+        seen.add(label)
+        found.append(view)
+    return found
+
+
 # -----------------------------------------------------------------------------
 # `nanochat tasks list` and `nanochat tasks download NAME...`
 
@@ -722,4 +749,4 @@ def cmd_download(names, registry=None) -> int:
 __all__ = ["Task", "TaskView", "TaskMixture", "TaskSequence", "HubTask", "HubRows", "TaskError",
            "ConversationError", "TaskDataMissing", "validate_conversation", "render_mc", "letter_is_correct", "extract_answer", "answer_is_correct",
            "assistant_text", "shuffled_indices", "load_jsonl_conversations", "load_hub_rows", "hub_split_info",
-           "hub_cache_dir", "resolve", "needs_download", "cmd_list", "cmd_download", "KINDS", "ROLES", "PART_TYPES"]
+           "hub_cache_dir", "resolve", "views", "mixture", "scored_views", "needs_download", "task_label", "cmd_list", "cmd_download", "KINDS", "ROLES", "PART_TYPES"]

@@ -89,9 +89,10 @@ def test_needs_are_checked_before_a_stage_starts(preset):
 def test_needs_without_any_provider_name_the_stage_type(tmp_path):
     path = tmp_path / "lonely.toml"
     path.write_text('[[stage]]\nname = "read"\nstage = "counting_stage:ReaderStage"\n')
-    run = runner.open_or_create(str(path), "r4", [])
-    with pytest.raises(StageError, match="no earlier stage of run 'r4' provides it"):
-        runner.run_pipeline(run, echo=False)
+    with pytest.raises(StageError, match="needs 'count' but no earlier stage of preset .* provides it; "
+                                         "no built-in stage type makes it"):
+        runner.open_or_create(str(path), "r4", [])
+    assert not Run.exists("r4")  # a refused start leaves nothing behind
 
 
 def test_override_on_resume_changes_only_unfinished_stages(preset):

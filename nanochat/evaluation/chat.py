@@ -12,6 +12,8 @@ import torch
 
 from nanochat.errors import NanochatError
 
+STANDARD = ("arc-easy", "arc-challenge", "mmlu", "gsm8k", "humaneval", "spellingbee")  # the published ChatCORE set
+
 
 def letter_ids(tok, letters) -> list[int]:
     ids = []
@@ -25,7 +27,8 @@ def letter_ids(tok, letters) -> list[int]:
 
 
 @torch.no_grad()
-def evaluate_categorical(model, tok, view, *, batch_size: int, device, world, max_problems: int = -1) -> dict:
+def evaluate_categorical(model, tok, view, *, batch_size: int, device, world, max_problems: int = -1,
+                         progress=None) -> dict:
     """Accuracy and random baseline of a categorical task view, examples strided over processes."""
     n = len(view) if max_problems < 0 else min(len(view), max_problems)
     mine = list(range(world.rank, n, world.size))
@@ -44,6 +47,9 @@ def evaluate_categorical(model, tok, view, *, batch_size: int, device, world, ma
             choice = letters[int(scores.argmax())]
             correct += float(view.task.evaluate(conv, choice))
             baseline += 1.0 / len(letters)
+        done = min(start + batch_size, len(mine))
+        if progress and (done // batch_size) % 10 == 0:
+            progress(f"{view.task.name}: {done}/{len(mine)} on this process, {correct / done:.3f} so far")
     correct, baseline, total = world.all_reduce_sum([correct, baseline, float(len(mine))])
     return {"accuracy": correct / max(total, 1), "baseline": baseline / max(total, 1), "problems": int(total)}
 
@@ -74,3 +80,47 @@ def centered(accuracy: float, baseline: float) -> float:
 def chatcore(results: dict) -> float:
     """Mean centred accuracy over the evaluated tasks ({name: {"accuracy", "baseline"}})."""
     return sum(centered(r["accuracy"], r["baseline"]) for r in results.values()) / len(results)
+
+
+def evaluate_tasks(model, tok, task_views, *, settings, world, device, done: dict, log, record) -> dict:
+    """Score every view; the one loop behind the chat-eval stage and `nanochat eval`.
+
+    `settings` has batch_size, num_samples, max_new_tokens, temperature, top_k and max_problems; `done`
+    holds results already recorded (resume: those tasks are not run again); `record(result)` is called
+    with each new result as soon as it is known, so an interruption keeps every finished task.
+    """
+    from nanochat.engine import Engine
+    from nanochat.tasks import task_label
+    engine = Engine(model, tok)
+    results = {}
+    for view in task_views:
+        label = task_label(view)
+        if label in done:
+            results[label] = done[label]
+            log(f"{label}: {done[label]['accuracy']:.4f} (already evaluated)")
+            continue
+        log(f"{label}: evaluating ({view.task.kind}, {len(view) if settings.max_problems < 0 else min(len(view), settings.max_problems)} problems)")
+        if view.task.kind == "categorical":
+            r = evaluate_categorical(model, tok, view, batch_size=settings.batch_size, device=device, world=world,
+                                     max_problems=settings.max_problems, progress=log)
+        elif view.task.kind == "generative":
+            r = evaluate_generative(engine, tok, view, num_samples=settings.num_samples,
+                                    max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                                    top_k=settings.top_k, world=world, max_problems=settings.max_problems, progress=log)
+        else:
+            log(f"{label}: skipped ({view.task.kind} tasks have no evaluation)")
+            continue
+        results[label] = {"task": label, "kind": view.task.kind, **r}
+        record(results[label])
+        log(f"{label}: accuracy {r['accuracy']:.4f} on {r['problems']} problems "
+            f"(random {r['baseline']:.3f}, centred {centered(r['accuracy'], r['baseline']):.4f})")
+    return results
+
+
+def chatcore_summary(results: dict) -> tuple[str, float] | None:
+    """("ChatCORE", score) over the standard set when it all ran, else ("ChatCORE (these tasks)", score)."""
+    if not results:
+        return None
+    if set(STANDARD) <= set(results):
+        return "ChatCORE", chatcore({k: results[k] for k in STANDARD})
+    return "ChatCORE (these tasks)", chatcore(results)

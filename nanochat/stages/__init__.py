@@ -7,6 +7,8 @@ A stage is a class with
     produces   artifacts it hands on
     run(ctx)   does the work; resumes from its own checkpoint when there is one
     distributed  (optional, default True) False = run in one process even when the run uses torchrun
+    task_settings  (optional) {setting: "train" | "scored"}: settings that name tasks, resolved when the run
+               starts ("scored": only tasks that can be scored); a `dataset` setting names a dataset
 
 Stage classes are imported only when a run needs them, so the CLI starts without torch.
 """
@@ -15,6 +17,7 @@ import importlib
 import sys
 import traceback
 import typing
+from pathlib import Path
 
 from nanochat.errors import NanochatError
 from nanochat.runs import Run
@@ -117,6 +120,7 @@ class StageContext:
         self.checkpoint_dir = run.checkpoint_dir(self.name)
         self.provided: dict[str, str] = {}
         self.summary: dict[str, object] = {}  # headline numbers for the report's summary table
+        self.notes: list[str] = []  # what a reader of the status must know (e.g. why it stopped early)
         self._backend = None
         self._observers = None
 
@@ -127,6 +131,11 @@ class StageContext:
         if self.echo:
             print(message, flush=True)
         self.run.append_log(self.name, message)
+
+    def note(self, message: str) -> None:
+        """Log a line that also goes into the stage's status (`notes`) for the CLI, dashboard and report."""
+        self.notes.append(message)
+        self.log(f"note: {message}")
 
     def metric(self, record: dict) -> None:
         if not self.world.is_main:
@@ -184,12 +193,7 @@ class StageContext:
 
     def compute_dtype(self, name: str = "auto"):
         """The matmul dtype for a stage's `dtype` setting: auto (the backend's choice), bf16 or fp32."""
-        import torch
-        choices = {"auto": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
-                   "float32": torch.float32}
-        if name not in choices:
-            raise StageError(f"dtype={name!r} is not one of auto, bf16, fp32")
-        return choices[name] or self.backend.compute_dtype()
+        return compute_dtype(self.backend, name)
 
     def maybe_compile(self, model, setting: str = "auto"):
         """torch.compile the model when the `compile` setting (auto / on / off) and the backend say so."""
@@ -202,6 +206,16 @@ class StageContext:
         return torch.compile(model, dynamic=False)
 
 
+def compute_dtype(backend, name: str = "auto"):
+    """The matmul dtype a `dtype` setting names: auto (the backend's choice), bf16 or fp32."""
+    import torch
+    choices = {"auto": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
+               "float32": torch.float32}
+    if name not in choices:
+        raise StageError(f"dtype={name!r} is not one of auto, bf16, fp32")
+    return choices[name] or backend.compute_dtype()
+
+
 def _enabled(observer, info) -> bool:
     try:
         return bool(observer.is_enabled(info))
@@ -211,7 +225,10 @@ def _enabled(observer, info) -> bool:
 
 
 def find_artifact(run: Run, artifact: str, before: str | None = None):
-    """Path of an artifact provided by a finished stage of `run` (earlier than `before`), or None."""
+    """Path of an artifact provided by a finished stage of `run` (earlier than `before`), or None.
+
+    A run started `--from` another model also has that model ("from-model") and its tokenizer as given.
+    """
     for entry in run.stages():
         if entry["name"] == before:
             break
@@ -219,4 +236,11 @@ def find_artifact(run: Run, artifact: str, before: str | None = None):
         where = status.get("artifacts", {}).get(artifact)
         if status["state"] == "done" and where is not None:
             return run.dir / where
-    return None
+    given = given_artifacts(run.info).get(artifact)
+    return Path(given) if given is not None else None
+
+
+def given_artifacts(info: dict) -> dict:
+    """What a run's record says it was given rather than made ({"tokenizer": path, "from-model": path})."""
+    source = info.get("from") or {}
+    return {"tokenizer": source["tokenizer"], "from-model": source["checkpoint"]} if source else {}

@@ -8,20 +8,19 @@ report says whether that was the standard set.
 from dataclasses import dataclass
 
 from nanochat.checkpoint import load_model
-from nanochat.evaluation.chat import centered, chatcore, evaluate_categorical, evaluate_generative
+from nanochat.evaluation.chat import STANDARD, centered, chatcore_summary, evaluate_tasks
 from nanochat.stages import CommonSettings, needs_source_model
-from nanochat.tasks import views
-
-STANDARD = ("arc-easy", "arc-challenge", "mmlu", "gsm8k", "humaneval", "spellingbee")
+from nanochat.tasks import scored_views
 
 
 class ChatEvalStage:
     name = "chat-eval"
     produces = ()
+    task_settings = {"tasks": "scored"}  # checked at run start (runner.resolve_names)
 
     @dataclass
     class Settings(CommonSettings):
-        source: str = "sft"  # which model: mid, sft, rl (or base)
+        source: str = "sft"  # which model: mid, sft, rl, base (or from: the model a run was started --from)
         tasks: str = ", ".join(STANDARD)  # each on its test split unless @SPLIT
         max_problems: int = -1  # per task; -1 = all
         batch_size: int = 8  # categorical prompts per forward pass
@@ -34,45 +33,25 @@ class ChatEvalStage:
     needs = staticmethod(needs_source_model)
 
     def run(self, ctx):
-        from nanochat.engine import Engine
-        s, world, device = ctx.settings, ctx.world, ctx.device
+        s = ctx.settings
         tok = ctx.tokenizer()
-        model, ckpt = load_model(ctx.artifact(f"{s.source}-model"), device, ctx.compute_dtype(s.dtype))
-        engine = Engine(model, tok)
+        model, ckpt = load_model(ctx.artifact(f"{s.source}-model"), ctx.device, ctx.compute_dtype(s.dtype))
         done = {m["task"]: m for m in ctx.run.metrics(ctx.name) if "task" in m}  # resume: keep finished tasks
-        results = {}
-        for view in views(s.tasks, split="test", registry=ctx.registry):
-            label = view.task.name if view.split == "test" else f"{view.task.name}@{view.split}"
-            if label in done:
-                results[label] = done[label]
-                ctx.log(f"{label}: {done[label]['accuracy']:.4f} (already evaluated)")
-                continue
-            if view.task.kind == "categorical":
-                r = evaluate_categorical(model, tok, view, batch_size=s.batch_size, device=device, world=world,
-                                         max_problems=s.max_problems)
-            elif view.task.kind == "generative":
-                r = evaluate_generative(engine, tok, view, num_samples=s.num_samples, max_new_tokens=s.max_new_tokens,
-                                        temperature=s.temperature, top_k=s.top_k, world=world,
-                                        max_problems=s.max_problems, progress=ctx.log)
-            else:
-                ctx.log(f"{label}: skipped ({view.task.kind} tasks have no evaluation)")
-                continue
-            results[label] = {"task": label, "kind": view.task.kind, **r}
-            ctx.metric(results[label])
-            ctx.log(f"{label}: accuracy {r['accuracy']:.4f} on {r['problems']} problems "
-                    f"(random {r['baseline']:.3f}, centred {centered(r['accuracy'], r['baseline']):.4f})")
+        results = evaluate_tasks(model, tok, scored_views(s.tasks, ctx.registry), settings=s, world=ctx.world,
+                                 device=ctx.device, done=done, log=ctx.log, record=ctx.metric)
         for label, r in results.items():
             ctx.summary[label] = r["accuracy"]
-        standard = set(STANDARD) <= set(results)
-        if results:
-            score = chatcore({k: results[k] for k in STANDARD} if standard else results)
-            ctx.summary["ChatCORE" if standard else "ChatCORE (these tasks)"] = score
-            ctx.log(f"ChatCORE{'' if standard else ' over ' + ', '.join(results)}: {score:.4f}")
+        headline = chatcore_summary(results)
+        if headline:
+            ctx.summary[headline[0]] = headline[1]
+            ctx.log(f"{headline[0]}{'' if headline[0] == 'ChatCORE' else ' over ' + ', '.join(results)}: "
+                    f"{headline[1]:.4f}")
+        standard = headline is not None and headline[0] == "ChatCORE"
         rows = [f"| {k} | {r['kind']} | {r['problems']} | {r['accuracy']:.4f} | {r['baseline']:.3f} | "
                 f"{centered(r['accuracy'], r['baseline']):.4f} |" for k, r in results.items()]
         ctx.write_report("\n".join([
             f"## Chat evaluation ({s.source})", "",
             f"- model: {ckpt.path} (step {ckpt.step}); samples per problem {s.num_samples}, temperature {s.temperature}",
             "", "| task | kind | problems | accuracy | random | centred |", "|---|---|---|---|---|---|", *rows, "",
-            f"- ChatCORE: {ctx.summary.get('ChatCORE', ctx.summary.get('ChatCORE (these tasks)', float('nan'))):.4f}"
+            f"- ChatCORE: {headline[1] if headline else float('nan'):.4f}"
             + ("" if standard else f" (over {', '.join(results)}; the standard set is {', '.join(STANDARD)})")]))

@@ -7,6 +7,7 @@ token at the full learning rate; SFT starts from the midtrained model and learns
 assistant's tokens. The batch, sequence length and learning rates are inherited from the stage they
 start from unless set; by default a stage makes one pass over its mixture.
 """
+import re
 import time
 from dataclasses import asdict, dataclass
 
@@ -87,6 +88,7 @@ def inherited(source_meta: dict, *, max_seq_len: int = 0, device_batch_size: int
 class ChatTrainStage:
     produces: tuple = ()
     Settings = ChatTrainSettings
+    task_settings = {"tasks": "train", "val_tasks": "train"}  # checked at run start (runner.resolve_names)
 
     needs = staticmethod(needs_source_model)
 
@@ -185,6 +187,12 @@ class ChatTrainStage:
             progress.done(loss, lrm=lrm, progress=min(frac, 1.0))
         for loader in loaders.values():
             loader.close()
+        if total is not None and loop.step < total:
+            first = re.split(r"[@\[*]", s.tasks.split(",")[0].strip())[0]
+            ctx.note(f"stopped at step {loop.step:,} of num_iterations={total:,}: the training mixture ran out after "
+                     f"one pass ({len(train_mix):,} conversations, {geo['total_batch_size']:,} tokens a step). To "
+                     f"train longer, repeat tasks in the mixture with *N (--set {ctx.name}.tasks=\"{first}*4, ...\"), "
+                     f"add data, or lower total_batch_size")
 
         samples = []
         if world.is_main:
@@ -198,8 +206,10 @@ class ChatTrainStage:
         ctx.summary.update({"val_bpb": bpb, "steps": loop.step})
         ctx.write_report("\n".join([
             f"## {self.title}", "",
-            f"- from: {s.source} model ({source.path.name}); mixture: {s.tasks} ({len(train_mix):,} conversations)",
+            f"- from: {s.source} model ({source.path if s.source == 'from' else source.path.name}); mixture: {s.tasks} "
+            f"({len(train_mix):,} conversations)",
             f"- steps: {loop.step:,} of {geo['total_batch_size']:,} tokens; loss on {s.loss_on} tokens",
+            *[f"- note: {n}" for n in ctx.notes],
             "- learning rates: " + ", ".join(f"{k} {v * s.init_lr_frac:.4g}" for k, v in lrs.items()),
             f"- final val bits per byte: {bpb:.4f}" if bpb is not None else "- no validation mixture",
             f"- time: {(time.time() - t_start) / 60:.2f} min; peak memory {peak_memory_gib(backend):.2f} GiB",

@@ -79,6 +79,7 @@ def policy_gradient_loss(model, sequences, masks, advantages, prompt_len, pad_id
 class RLStage:
     name = "rl"
     produces = ("rl-model",)
+    task_settings = {"task": "train"}  # checked at run start (runner.resolve_names)
     Settings = RLSettings
 
     needs = staticmethod(needs_source_model)

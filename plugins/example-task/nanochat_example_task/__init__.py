@@ -1,17 +1,20 @@
 """An example third-party task plugin: "reverse the words of a sentence".
 
-Install it with `pip install -e plugins/example-task` and it appears in `nanochat plugins`.
-The task is synthetic and deterministic: example i of a split is always the same sentence.
+Install it with `nanochat plugins install -e plugins/example-task` and it appears in `nanochat plugins`.
+It is written the one way docs/tasks.md describes: a `nanochat.tasks.Task` subclass that gives
+`num_examples` and `make_example`, and `evaluate` because it can be scored. The task is synthetic and
+deterministic: example i of a split is always the same sentence.
 """
 import random
 
 from nanochat import hookimpl
+from nanochat.tasks import Task
 
 WORDS = ("red green blue cat dog bird tree river stone cloud sun moon light dark fast slow "
          "small big warm cold").split()
 
 
-class ReverseWords:
+class ReverseWords(Task):
     name = "reverse-words"
     kind = "generative"
     splits = ("train", "test")
@@ -20,12 +23,9 @@ class ReverseWords:
     def num_examples(self, split: str) -> int:
         return {"train": 2000, "test": 200}[split]
 
-    def _words(self, split: str, index: int) -> list[str]:
+    def make_example(self, split: str, index: int) -> dict:
         rng = random.Random(f"{split}-{index}")  # a string seed is stable across processes
-        return [rng.choice(WORDS) for _ in range(rng.randint(3, 6))]
-
-    def example(self, split: str, index: int) -> dict:
-        words = self._words(split, index)
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 6))]
         return {"messages": [
             {"role": "user", "content": "Reverse the words: " + " ".join(words)},
             {"role": "assistant", "content": " ".join(reversed(words))},
@@ -34,8 +34,7 @@ class ReverseWords:
     def evaluate(self, conversation: dict, completion: str) -> bool:
         return completion.strip() == conversation["messages"][-1]["content"]
 
-    def reward(self, conversation: dict, completion: str) -> float:
-        return float(self.evaluate(conversation, completion))
+    # reward() is inherited: float(evaluate(...)), the signal RL trains on
 
 
 @hookimpl
