@@ -201,10 +201,10 @@ def open_or_create(preset: str | None, name: str | None, overrides: list[str], s
     preset_id, data = load_preset(preset)
     report_settings, overrides = report.split_settings(data.get("report", {}), list(overrides))
     entries = plan(data, overrides)
-    check_offline(preset_id, data, entries)
     given = source.describe() if source is not None else None
     check_plan(entries, given, preset_id)
-    resolve_names(entries)
+    resolve_names(entries)  # names first: a typo gets the list of installed names, not "needs a download"
+    check_offline(preset_id, data, entries)
     name = name or f"{Path(preset_id).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     check_name(name)
     info = {"preset": preset_id, "description": data.get("description", ""), "overrides": list(overrides),

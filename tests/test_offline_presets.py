@@ -32,6 +32,7 @@ def test_an_offline_preset_that_needs_a_download_is_refused_at_start(tmp_path, c
     preset = tmp_path / "mine.toml"
     preset.write_text('offline = true\n[defaults]\ndataset = "fineweb-edu"\n'
                       '[[stage]]\nname = "tokenizer"\n'
+                      '[[stage]]\nname = "pretrain"\n'  # a valid plan otherwise: only the downloads are wrong
                       '[[stage]]\nname = "chat-eval"\nsource = "base"\ntasks = "starter-arithmetic, gsm8k[:10]"\n')
     result = cli("run", "--preset", str(preset), check=False)
     assert result.returncode != 0
