@@ -209,8 +209,9 @@ def test_a_failing_run_started_from_the_dashboard_shows_its_state_and_last_lines
             notes = []
             app.notify = lambda message, **kw: notes.append(message)
             runs = app.screen.query_one("#runs")
-            await _until(pilot, lambda: runs.row_count == 1 and notes, what="the failure notice")
+            await _until(pilot, lambda: notes, what="the failure notice")
             assert "exit code 2" in notes[0] and "needs 'count'" in notes[0]
+            assert runs.row_count == 0  # refused at start (nanochat run checks the plan first): no run is left
     asyncio.run(scenario())
 
 
