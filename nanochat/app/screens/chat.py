@@ -38,6 +38,7 @@ class ChatScreen(BaseScreen):
         self.models = []  # ids "run/kind" of the finished models
         self.checkpoints = {}  # "run/stage@step" -> the checkpoint folder, for "chat with this"
         self.replies = 0  # finished replies (tests wait on it)
+        self.status_markup = ""  # kept: a model may start loading before the screen is composed (or while recomposing)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -52,7 +53,7 @@ class ChatScreen(BaseScreen):
                 yield Label(t("chat.conversations"))
                 yield OptionList(id="conversations")
             with Vertical(id="chat-main"):
-                yield Static(id="chat-status")
+                yield Static(self.status_markup, id="chat-status")
                 yield VerticalScroll(id="messages")
                 yield Input(id="prompt", placeholder=t("chat.placeholder"))
         yield Footer()
@@ -137,7 +138,9 @@ class ChatScreen(BaseScreen):
             select.value = label
 
     def _status(self, markup: str) -> None:
-        self.query_one("#chat-status", Static).update(markup)
+        self.status_markup = markup
+        for status in self.query("#chat-status").results(Static):
+            status.update(markup)
 
     # -- conversations ------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="conversations")
