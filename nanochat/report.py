@@ -17,7 +17,8 @@ import datetime
 import json
 from pathlib import Path
 
-from nanochat.runs import STATES, Run, atomic_write_text, read_jsonl
+from nanochat.atomic import atomic_write_text
+from nanochat.runs import STATES, Run, read_jsonl
 
 # the summary table: rows (task label in the run files -> row name) and columns (model source -> column)
 SUMMARY_ROWS = {"CORE": "CORE", "arc-easy": "ARC-Easy", "arc-challenge": "ARC-Challenge", "mmlu": "MMLU",

@@ -11,7 +11,7 @@ matplotlib is imported here only, at the first figure (a run with no curves neve
 import io
 from pathlib import Path
 
-from nanochat.runs import atomic_write_bytes
+from nanochat.atomic import atomic_write_bytes
 
 PREFIX = "plot-"
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
