@@ -24,7 +24,7 @@ from pathlib import Path
 
 from nanochat.atomic import publish
 from nanochat.datasets import DatasetError, DownloadSummary, ShardedDataset, shard_name
-from nanochat.fetch import PERMANENT_HTTP, Progress, offline, retrying, size_text
+from nanochat.fetch import PERMANENT_HTTP, TransferProgress, offline, retrying, size_text
 
 STAGING = ".download"
 STALE_PARTIAL_S = 600  # a partial file untouched this long belongs to a download that died
@@ -114,7 +114,7 @@ def verify_shard(path: Path, *, size: int | None = None, sha256: str | None = No
 
 
 # -- progress --------------------------------------------------------------------------------------
-def _byte_counter(progress: Progress, stop: threading.Event):
+def _byte_counter(progress: TransferProgress, stop: threading.Event):
     """A tqdm class for huggingface_hub that draws nothing: it feeds our progress and honours Ctrl-C."""
     from tqdm import tqdm
 
@@ -147,7 +147,7 @@ class _Job:
     token: str | bool | None
     retries: int
     backoff: float
-    progress: Progress
+    progress: TransferProgress
     stop: threading.Event
     counter: type
 
@@ -237,7 +237,7 @@ def download(dataset: ShardedDataset, num_shards: int | None, workers: int = 4, 
     local.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(local / STAGING)
 
-    progress = Progress(dataset.spec, len(indices), out, unit="shards")
+    progress = TransferProgress(dataset.spec, len(indices), out, unit="shards")
     stop = threading.Event()
     job = _Job(dataset, endpoint, token, retries, backoff, progress, stop, _byte_counter(progress, stop))
     summary = DownloadSummary(dataset.spec, local)

@@ -8,7 +8,7 @@ hub (task_data.py) and the CORE eval bundle (evaluation/bundle.py) all go throug
   raised at once, and a transfer that made progress earning fresh tries.
 - `PERMANENT_HTTP`: the HTTP answers that retrying cannot fix.
 - `unreachable(url)`: one quick TCP connect, so a machine with no network learns it at once.
-- `Progress`: the one progress display (a line per finished file, a live status line on a terminal).
+- `TransferProgress`: the one progress display (a line per finished file, a live status line on a terminal).
 """
 import os
 import socket
@@ -93,7 +93,7 @@ def size_text(n: float) -> str:
         n /= 1000
 
 
-class Progress:
+class TransferProgress:
     """One line per event, plus a live status line (files done, bytes, rate) when `out` is a terminal.
 
     Lines go to `out` (a text stream), or to `log(text)` when given (a stage's log): there, instead of the
