@@ -12,7 +12,6 @@ later (a truncated copy, a bad disk) is detected on resume: the damaged file is 
 checkpoint (the last two are kept) is used instead.
 """
 import errno
-import hashlib
 import json
 import sys
 import random
@@ -25,7 +24,7 @@ import torch
 
 from nanochat import faults
 from nanochat.errors import NanochatError
-from nanochat.atomic import atomic_path, atomic_write_json
+from nanochat.atomic import atomic_path, atomic_write_json, file_sha256
 
 
 class CheckpointError(NanochatError):
@@ -107,7 +106,7 @@ def save(directory: Path, step: int, *, world, model=None, meta: dict | None = N
                               f"(or lower keep_checkpoints) and resume") from None
     world.barrier()
     if world.is_main:
-        files = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(partial.glob("*.pt"))}
+        files = {f.name: {"bytes": f.stat().st_size, "sha256": file_sha256(f)} for f in sorted(partial.glob("*.pt"))}
         atomic_write_json(partial / "meta.json", {**(meta or {}), "step": step, "world_size": world.size,
                                                   "files": files})
         shutil.rmtree(final, ignore_errors=True)  # the same step saved again (a resumed run's final save)
@@ -116,11 +115,6 @@ def save(directory: Path, step: int, *, world, model=None, meta: dict | None = N
         _prune(directory, keep, protect=step)
     world.barrier()
     return final
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _state_bytes(obj) -> int:
@@ -147,7 +141,7 @@ def damage(path: Path) -> str | None:
             return f"{file} is missing"
         if file.stat().st_size != expected["bytes"]:
             return f"{file} is truncated ({file.stat().st_size} of {expected['bytes']} bytes)"
-        if _sha256(file) != expected["sha256"]:
+        if file_sha256(file) != expected["sha256"]:
             return f"{file} is corrupted (its sha256 does not match meta.json)"
     return None
 
