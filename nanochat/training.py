@@ -101,6 +101,12 @@ class Checkpointer:
         return self.path
 
 
+def build_optimizer(registry, name: str, model, hparams: dict, world, compiled: bool):
+    """The optimizer plugin `name` for `model`, as every stage and the training benchmark build it: its update
+    kernels compiled exactly when the model's step is (`compiled`), so a benchmark times what a run runs."""
+    return registry.get("optimizer", name).build(model, {**hparams, "compile": compiled}, world)
+
+
 def next_micro_batches(loaders: list, world):
     """One batch from each of this process's streams, or None when any process ran out of data.
 

@@ -16,14 +16,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from nanochat import scaling
+from nanochat import fp8, scaling
 from nanochat.data import PackedLoader, document_source, in_steps, regroup
 from nanochat.datasets import resolve
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.model import GPT, GPTConfig
 from nanochat.stages import CommonSettings, StageError
-from nanochat.training import (Checkpointer, Loop, OutOfMemory, Progress, grad_accum_steps, loader_states,
-                               micro_streams, optimizer_step, peak_memory_gib)
+from nanochat.training import (Checkpointer, Loop, OutOfMemory, Progress, build_optimizer, grad_accum_steps,
+                               loader_states, micro_streams, optimizer_step, peak_memory_gib)
 
 SAMPLE_PROMPTS = ["The capital of France is", "The opposite of hot is", "If yesterday was Friday, then tomorrow will be",
                   "The chemical symbol of gold is", "In the beginning", "床前明月光，", "学而时习之，"]
@@ -66,6 +66,7 @@ class PretrainSettings(CommonSettings):
     log_every: int = 1
     # execution
     dtype: str = "auto"  # auto (the backend's choice), bf16 or fp32
+    fp8: bool = False  # the blocks' matmuls in float8 (CUDA capability 8.9+; emulated on CPU); see nanochat/fp8.py
     compile: str = "auto"  # auto (the backend's advice), on or off
     tokenizer_threads: int = 4
     seed: int = 42
@@ -78,12 +79,22 @@ def model_config(s, vocab_size: int) -> GPTConfig:
 
 def build_model(s, vocab_size: int, device, dtype) -> GPT:
     with torch.device("meta"):
-        model = GPT(model_config(s, vocab_size), compute_dtype=dtype)
+        model = GPT(model_config(s, vocab_size), compute_dtype=dtype, fp8=s.fp8)
     if device == "meta" or getattr(device, "type", None) == "meta":
         return model  # shape only: for planning
     model.to_empty(device=device)
     model.init_weights()
     return model
+
+
+def fp8_mode_for(s, device) -> str | None:
+    """None without fp8; else how it runs here ("cuda" or "emulated"), or a StageError saying why it cannot."""
+    if not s.fp8:
+        return None
+    try:
+        return fp8.check_supported(device)
+    except ValueError as exc:
+        raise StageError(str(exc)) from None
 
 
 def scaling_params(model) -> int:
@@ -167,6 +178,7 @@ class PretrainStage:
     def run(self, ctx):
         s, world, backend, device = ctx.settings, ctx.world, ctx.backend, ctx.device
         dtype = ctx.compute_dtype(s.dtype)
+        fp8_mode = fp8_mode_for(s, device)
         torch.manual_seed(s.seed)
         tok = ctx.tokenizer()
         token_bytes = torch.tensor(tok.token_bytes(), dtype=torch.int64, device=device)
@@ -175,7 +187,7 @@ class PretrainStage:
         model = build_model(s, tok.vocab_size, device, dtype)
         plan = plan_training(s, model, world.size)
         flops_per_token = model.estimate_flops()
-        peak = backend.peak_flops(dtype)
+        peak = backend.peak_flops(fp8.peak_dtype(device, dtype) if s.fp8 else dtype)
         check_shards(dataset, plan.num_iterations * plan.total_batch_size)
         counts = model.num_scaling_params()
         ctx.log(f"model: depth {s.depth}, width {model.config.n_embd}, {model.config.n_head} heads, "
@@ -183,9 +195,13 @@ class PretrainStage:
         ctx.log(f"plan: {plan.num_iterations:,} steps x {plan.total_batch_size:,} tokens = "
                 f"{plan.num_iterations * plan.total_batch_size:,} tokens; grad accum {plan.grad_accum} x {world.size} "
                 f"process(es); LR x{plan.lr_scale:.3f}; weight decay {plan.weight_decay:.4f}; {dtype}; {backend.name}")
+        if fp8_mode:
+            ctx.log("fp8: the blocks' matmuls train in float8 (e4m3 weights and activations, e5m2 gradients); "
+                    + ("fp8 tensor cores, MFU against the fp8 peak" if fp8_mode == "cuda" else
+                       "emulated on this CPU (same numerics, slower than bf16: for testing)"))
 
         hparams = optimizer_hparams(s, model.config.n_embd, plan.lr_scale, plan.weight_decay)
-        optimizer = ctx.registry.get("optimizer", s.optimizer).build(model, hparams, world)
+        optimizer = build_optimizer(ctx.registry, s.optimizer, model, hparams, world, ctx.wants_compile(s.compile))
         for group in optimizer.param_groups:
             group.setdefault("initial_weight_decay", group.get("weight_decay", 0.0))
         schedule = scaling.Schedule(plan.num_iterations, s.warmup_steps, s.warmdown_ratio, s.final_lr_frac)
@@ -289,7 +305,8 @@ class PretrainStage:
             f"- FLOPs per token: {flops_per_token:.3e}; total training FLOPs: {flops_per_token * tokens:.3e}",
             f"- steps: {plan.num_iterations:,} x {plan.total_batch_size:,} tokens = {tokens:,} tokens "
             f"(tokens : scaling params = {tokens / scaling_params(model):.2f})",
-            f"- dataset: {s.dataset}; optimizer: {s.optimizer}; dtype: {dtype}; processes: {world.size}; "
+            f"- dataset: {s.dataset}; optimizer: {s.optimizer}; dtype: {dtype}"
+            + (f" with fp8 matmuls ({fp8_mode})" if fp8_mode else "") + f"; processes: {world.size}; "
             f"device batch: {device_batch}" + (f" ({oom_note})" if oom_note else ""),
             f"- final val bits per byte: {val_bpb:.4f}",
             f"- training time (excluding the first 10 steps): {loop.train_seconds / 60:.2f} min",
