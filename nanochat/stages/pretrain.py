@@ -63,7 +63,7 @@ class PretrainSettings(CommonSettings):
     sample_every: int = 2000
     save_every: int = 1000
     keep_checkpoints: int = 2
-    log_every: int = 1
+    log_every: int = 1  # read the loss back (a host sync) and print a line every N steps; every step keeps its record
     # execution
     dtype: str = "auto"  # auto (the backend's choice), bf16 or fp32
     fp8: bool = False  # the blocks' matmuls in float8 (CUDA capability 8.9+; emulated on CPU); see nanochat/fp8.py
@@ -240,15 +240,20 @@ class PretrainStage:
         loaders = {v: stream(v, resumed[1][str(v)] if resumed else None) for v in mine}
         train_model = ctx.maybe_compile(model, s.compile)
         eval_rounds = max(1, s.eval_tokens // (rows_per_stream * s.max_seq_len * streams))
-        progress = Progress(ctx, loop, plan.num_iterations, plan.total_batch_size, flops_per_token, peak)
+        progress = Progress(ctx, loop, plan.num_iterations, plan.total_batch_size, flops_per_token, peak, s.log_every)
         first_step, oom_note = True, None
 
         # -- the loop ------------------------------------------------------------------------------
         val_bpb, t_start = None, time.time()
+        upcoming = None  # the next step's rows, fetched while this step still runs on the device
         while True:
             step = loop.step
             last_step = step == plan.num_iterations
-            if last_step or (s.eval_every > 0 and step % s.eval_every == 0):
+            evaluating = last_step or (s.eval_every > 0 and step % s.eval_every == 0)
+            saving = last_step or (s.save_every > 0 and step > 0 and step % s.save_every == 0)
+            if evaluating or saving:
+                progress.flush()  # the loop's losses are read before anything is saved or measured
+            if evaluating:
                 model.eval()
                 eval_steps = eval_rounds * rows_per_stream * len(mine) // device_batch
                 val_bpb = evaluate_bpb(train_model, val_batches(), eval_steps, token_bytes, world)
@@ -260,12 +265,13 @@ class PretrainStage:
                 for text in greedy_samples(model, tok, SAMPLE_PROMPTS):
                     ctx.log(f"  sample: {text!r}")
                 model.train()
-            if last_step or (s.save_every > 0 and step > 0 and step % s.save_every == 0):
+            if saving:
                 checkpointer.save(loop, loader_states(loaders), val_bpb=val_bpb)
             if last_step:
                 break
             progress.start()
-            rows = [next(loader) for loader in loaders.values()]  # pretraining data never runs out
+            rows = upcoming or [next(loader) for loader in loaders.values()]  # pretraining data never runs out
+            upcoming = None
             lrm = scaling.apply(optimizer, schedule, step)
             while True:  # out of memory at the first step: halve the device batch and try the same rows again
                 try:
@@ -288,7 +294,11 @@ class PretrainStage:
                 gc.collect()
                 gc.freeze()  # fewer and shorter GC pauses over a long loop
             epoch = next(iter(loaders.values())).position
-            progress.done(loss, lrm=lrm, epoch=epoch["epoch"] if epoch else 1)
+            following = step + 1
+            if following < plan.num_iterations and not (s.save_every > 0 and following % s.save_every == 0):
+                # not before a save: a checkpoint's loader states are those at the end of its step
+                upcoming = [next(loader) for loader in loaders.values()]
+            progress.done(loss, lrm=lrm, epoch=epoch["epoch"] if epoch else 1)  # reads the loss: a host sync
         gc.unfreeze()
         for loader in loaders.values():
             loader.close()
