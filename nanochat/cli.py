@@ -119,9 +119,10 @@ def cmd_presets(args) -> None:
         if "h100x8" in row:
             est = row["h100x8"]
             print(f"{'':14} d{row['depth']}, {count_text(row['params'])} params, {count_text(row['tokens'])} tokens, "
-                  f"{row['flops']:.2e} FLOPs; pretraining on 8xH100: ~{duration_text(est['hours'])}, "
+                  f"{row['flops']:.2e} FLOPs; pretraining on 8xH100 in {est['precision']}: ~{duration_text(est['hours'])}, "
                   f"~${est['dollars']:,.2f}")
-    print(f"\n(estimates: {100 * gpus.PLANNING_MFU:.0f}% MFU of 989 TFLOP/s bf16 per H100, "
+    print(f"\n(estimates: {100 * gpus.PLANNING_MFU:.0f}% MFU of 989 TFLOP/s bf16 per H100, or with fp8 "
+          f"{100 * gpus.PLANNING_MFU_FP8:.0f}% of its 1979 TFLOP/s fp8 peak (the record's +17% over bf16), "
           f"${gpus.NODE_8XH100_DOLLARS_PER_HOUR:.0f}/h per 8xH100 node; pretraining only, the bulk of a run; "
           f"`nanochat run --preset NAME --dry-run` for the full plan)")
 
