@@ -6,12 +6,14 @@
     checkpoints/<stage>/latest.json                    {"step": 100}
 
 Every rank writes into `step_XXXXXX.partial/`; after a barrier rank 0 writes meta.json and renames the
-folder, then points latest.json at it. Nodes without a shared disk each keep their own copy: there local
-rank 0 of each node plays rank 0's part, and a node holds model.pt and the rank files of its own processes
-(the weights are the same on every rank; optimizer shards are per rank). A crash at any moment leaves either the old checkpoint or
-the new one, never a mix. meta.json records each file's size and sha256, so a checkpoint damaged
-later (a truncated copy, a bad disk) is detected on resume: the damaged file is named and the previous
-checkpoint (the last two are kept) is used instead.
+folder, then points latest.json at it. A crash at any moment leaves either the old checkpoint or
+the new one, never a mix. Nodes without a shared disk each keep their own copy: there each node's local
+rank 0 plays rank 0's part, and a node holds model.pt (the weights are the same on every rank) and the
+rank files of its own processes (optimizer shards are per rank).
+
+meta.json records each file's size and sha256, so a checkpoint damaged later (a truncated copy, a bad
+disk) is detected on resume: the damaged file is named and the previous checkpoint (the last two are
+kept) is used instead.
 """
 import errno
 import hashlib

@@ -18,6 +18,7 @@ from nanochat.runs import atomic_write_bytes
 from nanochat.stages import StageError
 
 MARKERS = ".node-check"  # folder in the run for the shared-disk check; emptied after each check
+LOST = "lost contact with another process of the job"
 ASKED_ENV = "NANOCHAT_NODE_SET"  # the driver's --set values, for its stage's processes (JSON list)
 
 
@@ -53,9 +54,13 @@ def check_same_job(world, run, entry: dict) -> None:
         if diffs:
             listed = "; ".join(f"{key}: node 0 has {a!r}, node {node} has {b!r}" for key, a, b in diffs[:5])
             more = f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""
-            raise StageError(f"node {node} was started with other settings or code than node 0: {listed}{more}. "
-                             f"Start every node with the same nanochat checkout, --preset, --set values and --name "
-                             f"(a run copied from another node keeps its stages' states: copy the whole run folder)")
+            fix = ("Start every node with the same nanochat checkout, --preset, --set values and --name")
+            settings = [(key.removeprefix("plan."), a) for key, a, _ in diffs if key.startswith("plan.")]
+            if settings and len(settings) == len(diffs):  # the same command, but node K's copy of the run differs
+                fix = (f"Node {node}'s copy of the run has other settings: resume it with "
+                       + " ".join(f"--set {key}={a}" for key, a in settings[:5])
+                       + " (node 0's values), or delete that copy and start it again")
+            raise StageError(f"node {node} was started with other settings or code than node 0: {listed}{more}. {fix}")
 
 
 def shared_home(world, run) -> bool:
@@ -133,6 +138,5 @@ def explain(exc: BaseException) -> str:
     """The error text a node's status records for a failed stage."""
     text = f"{type(exc).__name__}: {exc}"
     if lost_peer(exc):
-        return (f"lost contact with another process of the job (a node stopped, crashed or lost its network): "
-                f"{text}")
+        return f"{LOST} (a node stopped, crashed or lost its network): {text}"
     return text

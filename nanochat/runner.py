@@ -479,11 +479,11 @@ def launch_stage(run: Run, entry: dict, launch: Launch, index: int) -> None:
         why = f"torchrun ended well but this node's copy of the run does not say {name!r} is done"
     message = f"stage {name!r} failed under torchrun{where} (exit code {code})" + (f": {why}" if why else "")
     if launch.nnodes > 1:
-        message += (f". When one node stops, the others stop too. Fix the cause, then start the same `nanochat run "
-                    f"--name {run.name} --nnodes {launch.nnodes} --node-rank K ...` on every node: the stage resumes "
-                    f"from its last checkpoint")
-        if launch.node_rank != 0:
-            message += "; the stage's log is on node 0"
+        message += (f". Every node stops when one does: fix the cause, then start the same `nanochat run --name "
+                    f"{run.name} --nnodes {launch.nnodes} --node-rank K ...` on every node (a training stage resumes "
+                    f"from its last checkpoint)")
+    if launch.node_rank != 0:
+        message += "; the stage's log is on node 0"
     raise StageError(f"{message}; see {run.stage_dir(name) / 'log.txt'}" if launch.node_rank == 0 else message)
 
 
