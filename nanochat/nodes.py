@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 
 from nanochat import __version__, sysinfo
-from nanochat.runs import atomic_write_bytes
+from nanochat.atomic import atomic_write_bytes
 from nanochat.stages import StageError
 
 MARKERS = ".node-check"  # folder in the run for the shared-disk check; emptied after each check
