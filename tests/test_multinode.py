@@ -179,3 +179,29 @@ def test_nodes_started_with_other_settings_are_refused_with_the_difference(prese
 def test_impossible_launches_are_refused_before_a_run_exists(launch, name, message):
     with pytest.raises(runner.StageError, match=message.replace("-", r"\-")):
         runner.check_launch(launch, name)
+
+
+def test_each_node_has_its_own_lock_on_a_shared_disk(preset):
+    from nanochat.runs import RunBusy
+    run = runner.open_or_create(preset, "locks", [])
+    with run.lock(0), run.lock(1):  # node 0 and node 1 drive the same run folder side by side
+        with pytest.raises(RunBusy, match="node 1 of run 'locks' is being driven by pid"):
+            with run.lock(1):
+                pass
+
+
+def test_a_node_that_creates_the_run_second_joins_it(preset):
+    from nanochat.runs import Run, RunExists
+    first = runner.open_or_create(preset, "both", ["pretrain.depth=3"])
+    with pytest.raises(RunExists):
+        Run.create("both", {"stages": []})  # run.json is never replaced by a second creator
+    again = runner.open_or_create(preset, "both", ["pretrain.depth=3"])  # node 1, a moment later
+    assert again.dir == first.dir and again.info["overrides"] == ["pretrain.depth=3"]  # the same --set: no change
+
+
+def test_differences_name_every_differing_setting():
+    from nanochat.nodes import differences
+    ours = {"stage": "sft", "plan": {"pretrain": {"depth": 2, "dtype": "fp32"}}, "torch": "2.9"}
+    theirs = {"stage": "pretrain", "plan": {"pretrain": {"depth": 3, "dtype": "fp32"}}, "torch": "2.9"}
+    assert differences(ours, theirs) == [("plan.pretrain.depth", 2, 3), ("stage", "sft", "pretrain")]
+    assert differences(ours, ours) == []
