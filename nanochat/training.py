@@ -70,13 +70,17 @@ class Checkpointer:
     def resume(self):
         """(Loop, loader states by stream) from the latest checkpoint of this stage, or None to start fresh."""
         ctx = self.ctx
-        if not (Path(ctx.checkpoint_dir) / "latest.json").exists():
+        ckpt = None
+        if (Path(ctx.checkpoint_dir) / "latest.json").exists():
+            ckpt = checkpoint.load(ctx.checkpoint_dir)  # falls back past a damaged newest checkpoint
+            if ckpt.skipped:
+                ctx.log(f"warning: {ckpt.skipped}; resuming from the previous checkpoint, step {ckpt.step}")
+        if not ctx.world.shared_home:
+            ckpt = self._common(ckpt)
+        if ckpt is None:
             # killed before its first checkpoint: the fresh start writes every record again
             ctx.run.keep_metrics(ctx.name, lambda r: False)
             return None
-        ckpt = checkpoint.load(ctx.checkpoint_dir)  # falls back past a damaged newest checkpoint
-        if ckpt.skipped:
-            ctx.log(f"warning: {ckpt.skipped}; resuming from the previous checkpoint, step {ckpt.step}")
         saved, wanted = ckpt.meta.get("model_config"), self.meta["model_config"]
         if saved != wanted:
             raise StageError(f"checkpoint {ckpt.path} holds a model with config {saved}, but the settings ask for "
@@ -93,6 +97,18 @@ class Checkpointer:
                              (r.get("step") == loop.step and "loss" in r))
         ctx.log(f"resumed from step {loop.step} ({ckpt.path})")
         return loop, state["loaders"]
+
+    def _common(self, ckpt):
+        """Nodes with a disk each may have got to different saves when one died: all resume from the newest
+        step every node has (two are kept), or all start afresh."""
+        steps = self.ctx.world.gather_all(ckpt and ckpt.step)
+        if None in steps:
+            return None
+        step = min(steps)
+        if step != ckpt.step:
+            self.ctx.log(f"another node's newest checkpoint is step {step}: resuming every node from there")
+            ckpt = checkpoint.load(checkpoint.step_dir(self.ctx.checkpoint_dir, step))
+        return ckpt
 
     def save(self, loop: Loop, loader_states: dict, **meta):
         """Every rank calls this, with each stream's loader state as of the end of step `loop.step`.
