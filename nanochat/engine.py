@@ -42,13 +42,16 @@ def sample(logits, generator, temperature, top_k=None, top_p=None):
 
     top_k keeps the k most likely tokens; top_p keeps the smallest set of most likely tokens whose
     probability reaches p. Both may be combined (top-k first). One multinomial draw per row.
+    A temperature so small that every other token's probability underflows is greedy (no error).
     """
     if temperature == 0.0:
         return logits.argmax(dim=-1, keepdim=True)
     index = None
     if top_k is not None and 0 < top_k < logits.size(-1):
         logits, index = torch.topk(logits, top_k, dim=-1)  # sorted, most likely first
-    probs = torch.softmax(logits / temperature, dim=-1)
+    # the max is taken off before dividing: at a tiny temperature logits / T overflows to inf (and
+    # softmax gives NaN), while (logits - max) / T only runs to -inf: the argmax keeps all the mass
+    probs = torch.softmax((logits - logits.amax(dim=-1, keepdim=True)) / temperature, dim=-1)
     if top_p is not None and top_p < 1.0:
         if index is None:
             probs, index = torch.sort(probs, dim=-1, descending=True)

@@ -108,6 +108,17 @@ def test_sampling_support_is_restricted_by_top_k_and_top_p():
     assert sample(logits[:1], g, 0.0).item() == 0
 
 
+def test_a_tiny_temperature_is_greedy_not_an_error(model, tok):
+    logits = torch.tensor([[1.0, 3.0, -2.0, 2.9], [0.5, -1.0, 0.7, float("-inf")]])
+    g = torch.Generator().manual_seed(0)
+    for t in (1e-30, 1e-38, 1e-45):  # logits / t overflows fp32 below ~1e-37
+        assert sample(logits, g, t).view(-1).tolist() == [1, 2]
+        assert sample(logits, g, t, top_k=3, top_p=0.9).view(-1).tolist() == [1, 2]
+    engine = Engine(model, tok)
+    greedy = engine.generate_batch(prompt(tok), max_tokens=12, temperature=0.0)
+    assert engine.generate_batch(prompt(tok), max_tokens=12, temperature=1e-40) == greedy
+
+
 def test_top_k_one_is_greedy(model, tok):
     engine = Engine(model, tok)
     greedy = engine.generate_batch(prompt(tok), max_tokens=12, temperature=0.0)
