@@ -81,6 +81,26 @@ def test_greedy_equals_naive_generation_across_the_short_window(model, tok):
     assert engine.stop_reason == "max_tokens"
 
 
+def test_compiled_decoding_gives_the_eager_tokens_and_sees_weight_changes(tok):
+    cfg = GPTConfig.from_depth(1, vocab_size=tok.vocab_size, sequence_len=64, head_dim=16, aspect_ratio=32)
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        m = GPT(cfg)
+    m.to_empty(device="cpu")
+    m.init_weights()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn(p.shape))
+        m.lm_head.weight[tok.bos_id:] = 0.0
+    eager, compiled = Engine(m, tok), Engine(m, tok, compile=True)
+    run = lambda engine: engine.generate_batch(prompt(tok), num_samples=2, max_tokens=30, temperature=0.0)
+    assert run(compiled) == run(eager)
+    with torch.no_grad():  # a weight changed in place (training goes on): the next generation follows it
+        m.lm_head.weight[:tok.bos_id].copy_(torch.randn(tok.bos_id, cfg.n_embd))
+    tokens = run(eager)
+    assert run(compiled) == tokens
+
+
 def test_first_tokens_are_drawn_per_row(model, tok):
     engine = Engine(model, tok)
     first, _ = next(engine.generate(prompt(tok), num_samples=4, max_tokens=1, temperature=5.0))
