@@ -76,8 +76,9 @@ class RowState:
 class Engine:
     def __init__(self, model, tokenizer, *, compile=False):
         """compile=True runs the decode steps through torch.compile (CompiledDecode). Measured on a
-        2-core CPU (d4, bf16): about 1.2x the eager step at batch 1 and slower at batch 8, after a
-        compile of minutes; it is meant for GPUs, where a step's many small kernel launches dominate."""
+        2-core CPU (d4, bf16): about 1.2x the eager step at batch 1 and several times slower at batch 8
+        (not yet explained), after a compile of minutes; it is meant for GPUs, where a step's many
+        small kernel launches dominate."""
         self.model, self.tokenizer = model, tokenizer
         self.compiled = CompiledDecode(model) if compile else None
         special = tokenizer.encode_special
