@@ -113,7 +113,9 @@ class Engine:
 
         # 1-2) prefill at batch 1, then replicate; the cache holds the prompt and every token fed back
         ids = torch.tensor([tokens], dtype=torch.long, device=device)
-        cache = KVCache(model.config, B, len(tokens) + steps - 1, device=device, dtype=model.kv_cache_dtype)
+        # compiled: one spare position, so the cache is never read whole (that case is a graph of its own)
+        spare = 1 if self.compiled is not None else 0
+        cache = KVCache(model.config, B, len(tokens) + steps - 1 + spare, device=device, dtype=model.kv_cache_dtype)
         if B == 1:
             logits = model(ids, kv_cache=cache)[:, -1]
         else:
