@@ -81,6 +81,26 @@ def test_greedy_equals_naive_generation_across_the_short_window(model, tok):
     assert engine.stop_reason == "max_tokens"
 
 
+def test_compiled_decoding_gives_the_eager_tokens_and_sees_weight_changes(tok):
+    cfg = GPTConfig.from_depth(1, vocab_size=tok.vocab_size, sequence_len=64, head_dim=16, aspect_ratio=32)
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        m = GPT(cfg)
+    m.to_empty(device="cpu")
+    m.init_weights()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn(p.shape))
+        m.lm_head.weight[tok.bos_id:] = 0.0
+    eager, compiled = Engine(m, tok), Engine(m, tok, compile=True)
+    run = lambda engine: engine.generate_batch(prompt(tok), num_samples=2, max_tokens=30, temperature=0.0)
+    assert run(compiled) == run(eager)
+    with torch.no_grad():  # a weight changed in place (training goes on): the next generation follows it
+        m.lm_head.weight[:tok.bos_id].copy_(torch.randn(tok.bos_id, cfg.n_embd))
+    tokens = run(eager)
+    assert run(compiled) == tokens
+
+
 def test_first_tokens_are_drawn_per_row(model, tok):
     engine = Engine(model, tok)
     first, _ = next(engine.generate(prompt(tok), num_samples=4, max_tokens=1, temperature=5.0))
@@ -106,6 +126,17 @@ def test_sampling_support_is_restricted_by_top_k_and_top_p():
     assert set(sample(logits, g, 1.0, top_p=0.8).view(-1).tolist()) == {0, 1}
     assert set(sample(logits, g, 1.0, top_k=3, top_p=0.5).view(-1).tolist()) == {0}
     assert sample(logits[:1], g, 0.0).item() == 0
+
+
+def test_a_tiny_temperature_is_greedy_not_an_error(model, tok):
+    logits = torch.tensor([[1.0, 3.0, -2.0, 2.9], [0.5, -1.0, 0.7, float("-inf")]])
+    g = torch.Generator().manual_seed(0)
+    for t in (1e-30, 1e-38, 1e-45):  # logits / t overflows fp32 below ~1e-37
+        assert sample(logits, g, t).view(-1).tolist() == [1, 2]
+        assert sample(logits, g, t, top_k=3, top_p=0.9).view(-1).tolist() == [1, 2]
+    engine = Engine(model, tok)
+    greedy = engine.generate_batch(prompt(tok), max_tokens=12, temperature=0.0)
+    assert engine.generate_batch(prompt(tok), max_tokens=12, temperature=1e-40) == greedy
 
 
 def test_top_k_one_is_greedy(model, tok):
