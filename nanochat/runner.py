@@ -9,7 +9,9 @@ import argparse
 import dataclasses
 import datetime
 import os
+import contextlib
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -344,13 +346,34 @@ def execute_stage(run: Run, entry: dict, world=None, echo: bool = True) -> None:
                            summary=ctx.summary, notes=ctx.notes, error=None)
         ctx.event("stage_done")
     except BaseException as exc:
+        plugin_error = plugin_failure(exc, registry, run, entry)
         if ctx.world.is_main:
             state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            run.set_status(entry["name"], state=state, finished=now(), error=f"{type(exc).__name__}: {exc}")
-            ctx.event("stage_failed", error=str(exc))
+            error = str(plugin_error) if plugin_error else f"{type(exc).__name__}: {exc}"
+            run.set_status(entry["name"], state=state, finished=now(), error=error, notes=ctx.notes)
+            ctx.event("stage_failed", error=error)
+        if plugin_error:
+            raise plugin_error from exc
         raise
     finally:
         distributed.shutdown(ctx.world)
+
+
+def plugin_failure(exc: BaseException, registry, run: Run, entry: dict) -> StageError | None:
+    """A plugin's task (or dataset, ...) raised inside the stage: the error to stop with, naming it and how to
+    skip it; the plugin is listed as broken from now on. None when no plugin's own code raised `exc`."""
+    if not isinstance(exc, Exception) or isinstance(exc, NanochatError):
+        return None
+    found = registry.culprit(exc)
+    if found is None:
+        return None
+    kind, thing, plugin = found
+    registry.disable(kind, thing, f"{type(exc).__name__}: {exc}")
+    settings = [k for k, v in entry["settings"].items() if isinstance(v, str) and thing in v]
+    skip = (f"take it out of {entry['name']}.{settings[0]} (--set {entry['name']}.{settings[0]}=...) and resume "
+            f"with `nanochat run --name {run.name}`; or " if settings else "")
+    return StageError(f"stage {entry['name']!r} stopped: {kind} {thing!r} of plugin {plugin.name!r} raised "
+                      f"{type(exc).__name__}: {exc}. To go on without it, {skip}{plugins.how_to_leave_out(plugin)}")
 
 
 def torchrun_prefix(launch: Launch) -> list[str]:
@@ -368,9 +391,29 @@ def torchrun_command(run: Run, entry: dict, launch: Launch) -> list[str]:
     return torchrun_prefix(launch) + ["-m", "nanochat.runner", "--worker", str(run.dir), entry["name"]]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, a scheduler ending a job): stop like Ctrl-C, so the stage is left "interrupted"."""
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """While inside, SIGTERM raises Terminated instead of ending the process with no cleanup."""
+    def on_term(signum, frame):
+        raise Terminated("terminated by SIGTERM")
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread (an embedding program): leave signals to it
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only: list[str] | None = None) -> Run:
     launch = launch or Launch()
-    with run.lock(), report.written_after(run):  # text after each stage, plots too when the run ends well
+    with sigterm_interrupts(), run.lock(), report.written_after(run):  # text after each stage, plots too when the run ends well
         run.record_invocation(sysinfo.capture(launch))  # the report renders from files: keep the machine's facts
         stages = run.stages()
         if only:
@@ -395,7 +438,15 @@ def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only
                            world_size=launch.nproc_per_node * launch.nnodes,
                            earlier_seconds=report.stage_seconds(status, run.stage_dir(name)) if resuming else 0.0)
             if launch.distributed and getattr(stage_class(entry["stage"]), "distributed", True):
-                code = subprocess.call(torchrun_command(run, entry, launch))
+                proc = subprocess.Popen(torchrun_command(run, entry, launch))
+                try:
+                    code = proc.wait()
+                except KeyboardInterrupt:  # Ctrl-C or SIGTERM: torchrun passes SIGTERM on to its workers
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait()
+                    if run.status(name)["state"] == "running":
+                        run.set_status(name, state="interrupted", finished=now(), error="interrupted")
+                    raise
                 if code != 0:
                     if run.status(name)["state"] == "running":
                         run.set_status(name, state="failed", finished=now(), error=f"torchrun exited with {code}")
@@ -414,7 +465,8 @@ def _worker_main(argv=None):
     run_dir, stage = args.worker
     run = Run(Path(run_dir))
     entry = next(s for s in run.stages() if s["name"] == stage)
-    execute_stage(run, entry)
+    with sigterm_interrupts():
+        execute_stage(run, entry)
 
 
 if __name__ == "__main__":
