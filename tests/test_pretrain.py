@@ -103,7 +103,11 @@ def test_resume_across_two_ranks_continues_the_same_curve(preset):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    reached = json.loads(latest.read_text())["step"]
+    assert 4 <= reached < 6 and run.status("pretrain")["state"] == "running"  # really cut short
     runner.run_pipeline(Run.open("cut2"), runner.Launch(nproc_per_node=2), echo=False)
+    assert run.status("pretrain")["attempts"] == 2
+    assert f"resumed from step {reached} " in (run.stage_dir("pretrain") / "log.txt").read_text()  # not afresh
     assert curve(run) == curve(straight)
 
 

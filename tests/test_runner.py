@@ -110,9 +110,13 @@ def test_corrupt_status_is_named_and_left_alone(preset):
     status = run.stage_dir("count") / "status.json"
     status.parent.mkdir(parents=True)
     status.write_text('{"state": "runn')
-    with pytest.raises(RunFileError, match="status.json is damaged"):
+    with pytest.raises(RunFileError, match="status.json is damaged") as damaged:
         runner.run_pipeline(run, echo=False)
     assert status.read_text() == '{"state": "runn'
+    assert f"Delete it (rm {status})" in str(damaged.value)
+    status.unlink()  # the fix it names: the stage runs again
+    runner.run_pipeline(run, echo=False)
+    assert run.status("count")["state"] == "done" and run.status("read")["summary"] == {"read": 3}
 
 
 def test_only_one_driver_per_run(preset):
