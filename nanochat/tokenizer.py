@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import tiktoken
 
-from nanochat import bpe
+from nanochat import bpe, faults
 from nanochat.bpe import SPLIT_PATTERN
 from nanochat.errors import NanochatError
 
@@ -114,6 +114,7 @@ class Tokenizer:
         n = self.bpe_vocab_size
         lines = (base64.b64encode(self._enc.decode_single_token_bytes(i)).decode("ascii") + f" {i}\n" for i in range(n))
         _write_atomic(directory / VOCAB_FILE, "".join(lines))
+        faults.hit("checkpoint")  # NANOCHAT_FAULT: between the two files
         config = {"format": FORMAT, "pattern": self._pattern, "special_tokens": self._specials,
                   "vocab_size": self.vocab_size, "bpe_vocab_size": n}
         _write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")

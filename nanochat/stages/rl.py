@@ -153,6 +153,7 @@ class RLStage:
             per_rank = s.examples_per_step // world.size
             for k in range(per_rank):
                 index = (step * s.examples_per_step + world.rank + k * world.size) % train_n
+                faults.hit("loader")
                 conv = task.example("train", index)
                 prompt = tok.render_for_completion(conv)
                 model.eval()
