@@ -217,8 +217,24 @@ class StageContext:
         wanted = self.backend.compile_is_wise() if setting == "auto" else setting == "on"
         if not wanted:
             return model
+        if self.device.type == "cpu":
+            return repeatable_compile(model)
         import torch
         return torch.compile(model, dynamic=False)
+
+
+def repeatable_compile(model):
+    """torch.compile for CPU that gives the same result on every run.
+
+    By default Inductor writes embedding backward on CPU as a scatter of atomic adds from several threads: the
+    order of the adds, and so the last bits of the token and value embeddings' gradients, changes from run to
+    run (two cpu-tiny runs drifted apart from about step 12). With deterministic algorithms on, it calls
+    ATen's serial index_put instead: a step costs a few percent at most (benchmarks/determinism.py).
+    """
+    import torch
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False  # no NaN fill of every new tensor: not needed here
+    return torch.compile(model, dynamic=False)
 
 
 def compute_dtype(backend, name: str = "auto"):
