@@ -64,7 +64,7 @@ def outcome(run: Run, stage: str) -> dict:
         for f in sorted(folder.iterdir()):
             if f.name == "model.pt":  # the weights, bit for bit (the file also holds torch's zip record names)
                 state = torch.load(f, map_location="cpu")
-                files[f.name] = {k: (str(v.dtype), v.contiguous().view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+                files[f.name] = {k: (str(v.dtype), v.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
                                  for k, v in state.items()}
             elif f.suffix in (".json", ".tiktoken") and f.name != "meta.json":
                 files[f.name] = f.read_bytes()

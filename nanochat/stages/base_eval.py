@@ -32,6 +32,7 @@ class BaseEvalStage:
     def run(self, ctx):
         s, world, device = ctx.settings, ctx.world, ctx.device
         tok = ctx.tokenizer()
+        ctx.run.keep_metrics(ctx.name, lambda r: False)  # an interrupted attempt starts again: its record goes
         model, ckpt = load_model(ctx.artifact("base-model"), device, ctx.compute_dtype(s.dtype))
         T = model.config.sequence_len
         token_bytes = torch.tensor(tok.token_bytes(), dtype=torch.int64, device=device)

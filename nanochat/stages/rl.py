@@ -108,7 +108,7 @@ class RLStage:
         scale_learning_rates(optimizer, s.init_lr_frac)  # every group: the fixed-rate scalars too
         meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
                 "lrs": lrs, "source": str(source.path), "batch": source.meta.get("batch", {})}
-        checkpointer = Checkpointer(ctx, model, optimizer, meta, keep=s.keep_checkpoints)
+        checkpointer = Checkpointer(ctx, model, optimizer, meta, keep=s.keep_checkpoints, step_key="reward")
         resumed = checkpointer.resume()
         loop = resumed[0] if resumed else Loop()
         engine = Engine(model, tok)
