@@ -4,7 +4,7 @@
     python benchmarks/determinism.py --batch 4 --repeats 6
 
 The same forward + backward on the same batch, repeated, under torch.compile: once as compiled by default,
-once with deterministic algorithms on (what nanochat's StageContext.maybe_compile turns on for CPU). For each:
+once with deterministic algorithms on (what the `deterministic` setting turns on for compiled CPU stages). For each:
 how many repeats gave gradients that differ bit-wise from the first, which parameters, and the median
 seconds of a step. Both variants are compiled and timed in this one process, in alternating rounds, so the
 ratio holds on a shared machine. (The source found this way: Inductor writes embedding backward on CPU as a

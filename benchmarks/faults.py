@@ -41,7 +41,10 @@ def main():
     env.pop("NANOCHAT_FAULT", None)
     t0 = time.time()
     sets = [x for kv in args.set for x in ("--set", kv)]
-    names = [e["name"] for e in runner.plan(runner.load_preset(args.preset)[1], args.set)]
+    planned = runner.plan(runner.load_preset(args.preset)[1], args.set)
+    wanted = set(args.stages.split(",")) if args.stages else None
+    chosen = [e["name"] for e in planned if (e["name"] in wanted if wanted else e["stage"] in EVALS_AND_TRAINING)]
+    names = [e["name"] for e in planned][:[e["name"] for e in planned].index(chosen[-1]) + 1]  # up to the last one
     counts = {}
     for i, name in enumerate(names):  # a stage per process, counting the fault points it reaches
         counts_file = work / f"visits-{name}.json"
@@ -54,11 +57,8 @@ def main():
     straight_seconds = time.time() - t0
     original = Run(work / "straight-home" / "runs" / "straight")
 
-    wanted = set(args.stages.split(",")) if args.stages else None
-    stages = [e for e in original.stages() if (e["name"] in wanted if wanted else e["stage"] in EVALS_AND_TRAINING)]
     rows = []
-    for entry in stages:
-        name = entry["name"]
+    for name in chosen:
         for point in args.points.split(","):
             reached = counts[name].get(point, 0)
             if not reached:

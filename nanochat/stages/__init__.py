@@ -45,6 +45,8 @@ class CommonSettings:
     """Knobs every stage has."""
 
     device: str = "auto"  # backend name (cpu, cuda, mps) or auto = best available
+    # CPU + torch.compile: the same bits on every run (and after a resume), for a slower step; see repeatable_compile
+    deterministic: bool = False
 
 
 def stage_class(stage_type: str):
@@ -217,7 +219,7 @@ class StageContext:
         wanted = self.backend.compile_is_wise() if setting == "auto" else setting == "on"
         if not wanted:
             return model
-        if self.device.type == "cpu":
+        if self.settings.deterministic and self.device.type == "cpu":
             return repeatable_compile(model)
         import torch
         return torch.compile(model, dynamic=False)
@@ -229,7 +231,8 @@ def repeatable_compile(model):
     By default Inductor writes embedding backward on CPU as a scatter of atomic adds from several threads: the
     order of the adds, and so the last bits of the token and value embeddings' gradients, changes from run to
     run (two cpu-tiny runs drifted apart from about step 12). With deterministic algorithms on, it calls
-    ATen's serial index_put instead: a step costs a few percent at most (benchmarks/determinism.py).
+    ATen's serial index_put instead. That cost 1.27x a cpu-tiny step on a busy 2-core machine
+    (benchmarks/determinism.py), over the 5% a default may cost: it is the `deterministic` setting.
     """
     import torch
     torch.use_deterministic_algorithms(True, warn_only=True)
