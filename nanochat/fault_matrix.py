@@ -19,8 +19,9 @@ from pathlib import Path
 from nanochat.runs import Run
 
 NANOCHAT = str(Path(sys.executable).parent / "nanochat")
-# Per-step timings, not results: they differ between any two runs.
-TIMINGS = {"dt_ms", "tok_per_s", "mfu", "eta_s", "seconds", "train_seconds"}
+# Per-step timings, not results: they differ between any two runs. And core-eval's `config`, an id that
+# includes its checkpoint's path, which names the run's folder (a case runs in a copy).
+NOT_RESULTS = {"dt_ms", "tok_per_s", "mfu", "eta_s", "seconds", "train_seconds", "config"}
 
 
 def nanochat(*args, env: dict, timeout: int = 3600) -> subprocess.CompletedProcess:
@@ -52,7 +53,7 @@ def resumed_from(stdout: str) -> str:
 def outcome(run: Run, stage: str) -> dict:
     """What a stage leaves behind, without wall-clock times and the run's own folder name."""
     import torch
-    metrics = [{k: v for k, v in m.items() if k not in TIMINGS} for m in run.metrics(stage)]
+    metrics = [{k: v for k, v in m.items() if k not in NOT_RESULTS} for m in run.metrics(stage)]
     report_path = run.stage_dir(stage) / "report.md"
     report = report_path.read_text(encoding="utf-8").replace(str(run.dir), "RUN") if report_path.exists() else None
     report = report and re.sub(r"(time|seconds|peak memory)(\W+)[\d.]+", r"\1\2#", report)
