@@ -45,8 +45,6 @@ class CommonSettings:
     """Knobs every stage has."""
 
     device: str = "auto"  # backend name (cpu, cuda, mps) or auto = best available
-    # CPU + torch.compile: the same bits on every run (and after a resume), for a slower step; see repeatable_compile
-    deterministic: bool = False
 
 
 def stage_class(stage_type: str):
@@ -219,7 +217,7 @@ class StageContext:
         wanted = self.backend.compile_is_wise() if setting == "auto" else setting == "on"
         if not wanted:
             return model
-        if self.settings.deterministic and self.device.type == "cpu":
+        if getattr(self.settings, "deterministic", False) and self.device.type == "cpu":
             return repeatable_compile(model)
         import torch
         return torch.compile(model, dynamic=False)

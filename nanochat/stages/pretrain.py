@@ -67,6 +67,7 @@ class PretrainSettings(CommonSettings):
     # execution
     dtype: str = "auto"  # auto (the backend's choice), bf16 or fp32
     compile: str = "auto"  # auto (the backend's advice), on or off
+    deterministic: bool = False  # CPU + compile: the same bits on every run, for a slower step (repeatable_compile)
     tokenizer_threads: int = 4
     seed: int = 42
 
