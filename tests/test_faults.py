@@ -3,6 +3,7 @@ resumed with `nanochat run`, and must end with the uninterrupted run's model, me
 
 One uninterrupted run of a tiny pipeline is shared by the whole module; each case is nanochat.fault_matrix.run_case.
 """
+import concurrent.futures
 import os
 import shutil
 
@@ -139,10 +140,20 @@ def straight(tmp_path_factory):
     return Run(root / "home" / "runs" / "straight"), env
 
 
-@pytest.mark.parametrize("stage,fault", list(MATRIX), ids=[f"{s}-{f}" for s, f in MATRIX])
-def test_kill_anywhere_then_resume_gives_the_uninterrupted_result(straight, stage, fault, nanochat_home):
+@pytest.fixture(scope="module")
+def cases(straight, request, tmp_path_factory):
+    """Every selected case, run two at a time (each is two `nanochat run` processes of one thread)."""
     original, env = straight
-    case = run_case(original, nanochat_home, stage, fault, env)
+    chosen = [(item.callspec.params["stage"], item.callspec.params["fault"]) for item in request.session.items
+              if item.originalname == "test_kill_anywhere_then_resume_gives_the_uninterrupted_result"]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+        futures = {key: pool.submit(run_case, original, tmp_path_factory.mktemp("case"), *key, env) for key in chosen}
+    return {key: future.result() for key, future in futures.items()}
+
+
+@pytest.mark.parametrize("stage,fault", list(MATRIX), ids=[f"{s}-{f}" for s, f in MATRIX])
+def test_kill_anywhere_then_resume_gives_the_uninterrupted_result(cases, stage, fault):
+    case = cases[stage, fault]
     assert case["killed"] and case["killed_at"], case["output"]
     assert case["state_after_kill"] == "running"  # what a power cut leaves behind
     assert case["resumed"] and case["attempts"] == 2, case["output"]
