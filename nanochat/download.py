@@ -11,7 +11,6 @@ complete, a half-written file never looks like one, and rerunning skips what is 
 The endpoint is the `endpoint=` argument, else `HF_ENDPOINT`, else huggingface.co. Retries, the offline
 switch and the progress display are nanochat.fetch's, shared with task data and the CORE bundle.
 """
-import hashlib
 import os
 import re
 import shutil
@@ -22,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from nanochat.atomic import publish
+from nanochat.atomic import file_sha256, publish
 from nanochat.datasets import DatasetError, DownloadSummary, ShardedDataset, shard_name
-from nanochat.fetch import PERMANENT_HTTP, Progress, offline, retrying, size_text
+from nanochat.fetch import PERMANENT_HTTP, TransferProgress, hub_byte_counter, offline, retrying, size_text
 
 STAGING = ".download"
 STALE_PARTIAL_S = 600  # a partial file untouched this long belongs to a download that died
@@ -41,6 +40,11 @@ class DownloadError(DatasetError):
 
 class _Cancelled(Exception):
     """Raised inside a download thread to stop it (Ctrl-C in the main thread)."""
+
+
+def _stop_if(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise _Cancelled()
 
 
 # -- the dataset kind this module fetches -----------------------------------------------------------
@@ -93,13 +97,9 @@ def verify_shard(path: Path, *, size: int | None = None, sha256: str | None = No
     if size is not None and actual != size:
         raise ShardError(f"{path} has {actual} bytes but the hub says {size} (truncated or padded)")
     if sha256 is not None:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        if digest.hexdigest() != sha256:
-            raise ShardError(f"{path} has sha256 {digest.hexdigest()[:12]}… but the hub says {sha256[:12]}… "
-                             f"(corrupt)")
+        actual_sha = file_sha256(path)
+        if actual_sha != sha256:
+            raise ShardError(f"{path} has sha256 {actual_sha[:12]}… but the hub says {sha256[:12]}… (corrupt)")
     try:
         pf = pq.ParquetFile(path)
         if "text" not in pf.schema_arrow.names:
@@ -113,32 +113,6 @@ def verify_shard(path: Path, *, size: int | None = None, sha256: str | None = No
         raise ShardError(f"{path} is not a readable parquet shard ({exc})") from None
 
 
-# -- progress --------------------------------------------------------------------------------------
-def _byte_counter(progress: Progress, stop: threading.Event):
-    """A tqdm class for huggingface_hub that draws nothing: it feeds our progress and honours Ctrl-C."""
-    from tqdm import tqdm
-
-    class ByteCounter(tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-
-        def update(self, n=1):
-            if stop.is_set():
-                raise _Cancelled()
-            progress.add_bytes(n or 0)
-
-        # Having these tells huggingface_hub's Xet path to use one bar, not a second one for network bytes
-        # (which would count every byte twice); we show file bytes only.
-        def update_transfer(self, n=1):
-            pass
-
-        def set_transfer_postfix_str(self, *args, **kwargs):
-            pass
-
-    return ByteCounter
-
-
 # -- one shard -------------------------------------------------------------------------------------
 @dataclass
 class _Job:
@@ -147,7 +121,7 @@ class _Job:
     token: str | bool | None
     retries: int
     backoff: float
-    progress: Progress
+    progress: TransferProgress
     stop: threading.Event
     counter: type
 
@@ -237,9 +211,10 @@ def download(dataset: ShardedDataset, num_shards: int | None, workers: int = 4, 
     local.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(local / STAGING)
 
-    progress = Progress(dataset.spec, len(indices), out, unit="shards")
+    progress = TransferProgress(dataset.spec, len(indices), out, unit="shards")
     stop = threading.Event()
-    job = _Job(dataset, endpoint, token, retries, backoff, progress, stop, _byte_counter(progress, stop))
+    counter = hub_byte_counter(progress, lambda: _stop_if(stop))  # also stops a thread's transfer on Ctrl-C
+    job = _Job(dataset, endpoint, token, retries, backoff, progress, stop, counter)
     summary = DownloadSummary(dataset.spec, local)
     if num_shards > dataset.num_train_shards:
         out.write(f"{dataset.spec} has only {dataset.num_train_shards} training shards; fetching all of them\n")

@@ -18,7 +18,6 @@ any) and no file in it changed size since extraction; otherwise it is fetched ag
 """
 import contextlib
 import fcntl
-import hashlib
 import http.client
 import json
 import os
@@ -32,9 +31,9 @@ import zipfile
 from pathlib import Path
 
 from nanochat import paths
-from nanochat.atomic import atomic_write_json, publish
+from nanochat.atomic import atomic_write_json, file_sha256, publish
 from nanochat.errors import NanochatError
-from nanochat.fetch import PERMANENT_HTTP, Progress, offline, retrying
+from nanochat.fetch import PERMANENT_HTTP, TransferProgress, offline, retrying
 
 OFFICIAL_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
 # url -> sha256 of its zip. The official zip could not be fetched where this was written, so its
@@ -70,7 +69,7 @@ def fetch(url: str | None = None, *, sha256: str | None = None, log=None, retrie
         _check_allowed(url)
         log(f"fetching the CORE eval bundle from {url}")
         _download(url, part, retries=retries, backoff=backoff, timeout=timeout, log=log)
-        digest = _sha256(part)
+        digest = file_sha256(part)
         if expected and digest != expected:
             part.unlink()
             raise BundleError(f"the eval bundle from {url} has sha256 {digest} but {expected} was expected; the "
@@ -172,7 +171,7 @@ def _download(url: str, part: Path, *, retries: int, backoff: float, timeout: fl
                 if have and status != 206:
                     have = 0  # the server ignored the Range: start over
                 total = _total_size(resp, have)
-                progress = Progress("eval bundle", 1, log=log)
+                progress = TransferProgress("eval bundle", 1, log=log)
                 progress.expect_bytes(total, have)
                 _copy(resp, part, have, progress)
         except urllib.error.HTTPError as exc:
@@ -205,7 +204,7 @@ def _total_size(resp, have: int) -> int | None:
     return have + int(length) if length and length.isdigit() else None
 
 
-def _copy(resp, part: Path, have: int, progress: Progress) -> None:
+def _copy(resp, part: Path, have: int, progress: TransferProgress) -> None:
     with open(part, "ab" if have else "wb") as f:
         while chunk := resp.read(CHUNK):
             f.write(chunk)
@@ -216,14 +215,6 @@ def _reason(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)
     text = str(reason if reason is not None and not isinstance(exc, urllib.error.HTTPError) else exc)
     return f"{type(exc).__name__}: {text}".splitlines()[0][:200]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- extraction --------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from nanochat.data import PackedLoader, document_source
 from nanochat.datasets import resolve
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.stages import CommonSettings
-from nanochat.stages.pretrain import SAMPLE_PROMPTS, greedy_samples
+from nanochat.training import SAMPLE_PROMPTS, greedy_samples
 
 
 class BaseEvalStage:

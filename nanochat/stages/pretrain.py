@@ -16,17 +16,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from nanochat import scaling
+from nanochat import fp8, scaling
 from nanochat.data import PackedLoader, document_source, in_steps, regroup
 from nanochat.datasets import resolve
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.model import GPT, GPTConfig
 from nanochat.stages import CommonSettings, StageError
-from nanochat.training import (Checkpointer, Loop, OutOfMemory, Progress, grad_accum_steps, loader_states,
-                               micro_streams, optimizer_step, peak_memory_gib)
+from nanochat.training import (SAMPLE_PROMPTS, Checkpointer, Loop, OutOfMemory, Progress, build_optimizer,
+                               grad_accum_steps, greedy_samples, loader_states, micro_streams, optimizer_step,
+                               peak_memory_gib)
 
-SAMPLE_PROMPTS = ["The capital of France is", "The opposite of hot is", "If yesterday was Friday, then tomorrow will be",
-                  "The chemical symbol of gold is", "In the beginning", "床前明月光，", "学而时习之，"]
 CHARS_PER_TOKEN = 4.8  # for planning how many shards a horizon needs (measured on FineWeb-Edu at 32K-65K vocab)
 
 
@@ -63,9 +62,10 @@ class PretrainSettings(CommonSettings):
     sample_every: int = 2000
     save_every: int = 1000
     keep_checkpoints: int = 2
-    log_every: int = 1
+    log_every: int = 1  # read the loss back (a host sync) and print a line every N steps; every step keeps its record
     # execution
     dtype: str = "auto"  # auto (the backend's choice), bf16 or fp32
+    fp8: bool = False  # the blocks' matmuls in float8 (CUDA capability 8.9+; emulated on CPU); see nanochat/fp8.py
     compile: str = "auto"  # auto (the backend's advice), on or off
     deterministic: bool = False  # CPU + compile: the same bits on every run, for a slower step (repeatable_compile)
     tokenizer_threads: int = 4
@@ -79,12 +79,22 @@ def model_config(s, vocab_size: int) -> GPTConfig:
 
 def build_model(s, vocab_size: int, device, dtype) -> GPT:
     with torch.device("meta"):
-        model = GPT(model_config(s, vocab_size), compute_dtype=dtype)
+        model = GPT(model_config(s, vocab_size), compute_dtype=dtype, fp8=s.fp8)
     if device == "meta" or getattr(device, "type", None) == "meta":
         return model  # shape only: for planning
     model.to_empty(device=device)
     model.init_weights()
     return model
+
+
+def fp8_mode_for(s, device) -> str | None:
+    """None without fp8; else how it runs here ("cuda" or "emulated"), or a StageError saying why it cannot."""
+    if not s.fp8:
+        return None
+    try:
+        return fp8.check_supported(device)
+    except ValueError as exc:
+        raise StageError(str(exc)) from None
 
 
 def scaling_params(model) -> int:
@@ -152,13 +162,6 @@ def smaller_device_batch(device_batch: int, rows_per_step: int) -> int | None:
     return None
 
 
-@torch.no_grad()
-def greedy_samples(model, tok, prompts, max_tokens: int = 16) -> list[str]:
-    from nanochat.engine import Engine
-    engine = Engine(model, tok)
-    return [prompt + engine.complete(prompt, max_tokens=max_tokens, temperature=0.0) for prompt in prompts]
-
-
 class PretrainStage:
     name = "pretrain"
     needs = ("tokenizer",)
@@ -166,17 +169,20 @@ class PretrainStage:
     Settings = PretrainSettings
 
     def run(self, ctx):
+        # -- the tokenizer and the dataset ---------------------------------------------------------------
         s, world, backend, device = ctx.settings, ctx.world, ctx.backend, ctx.device
         dtype = ctx.compute_dtype(s.dtype)
+        fp8_mode = fp8_mode_for(s, device)
         torch.manual_seed(s.seed)
         tok = ctx.tokenizer()
         token_bytes = torch.tensor(tok.token_bytes(), dtype=torch.int64, device=device)
         dataset = resolve(s.dataset, ctx.registry)
 
+        # -- the model, and the plan the depth dial implies: horizon, batch, scaled LR and weight decay ----------
         model = build_model(s, tok.vocab_size, device, dtype)
         plan = plan_training(s, model, world.size)
         flops_per_token = model.estimate_flops()
-        peak = backend.peak_flops(dtype)
+        peak = backend.peak_flops(fp8.peak_dtype(device, dtype) if s.fp8 else dtype)
         check_shards(dataset, plan.num_iterations * plan.total_batch_size)
         counts = model.num_scaling_params()
         ctx.log(f"model: depth {s.depth}, width {model.config.n_embd}, {model.config.n_head} heads, "
@@ -184,12 +190,16 @@ class PretrainStage:
         ctx.log(f"plan: {plan.num_iterations:,} steps x {plan.total_batch_size:,} tokens = "
                 f"{plan.num_iterations * plan.total_batch_size:,} tokens; grad accum {plan.grad_accum} x {world.size} "
                 f"process(es); LR x{plan.lr_scale:.3f}; weight decay {plan.weight_decay:.4f}; {dtype}; {backend.name}")
+        if fp8_mode:
+            ctx.log("fp8: the blocks' matmuls train in float8 (e4m3 weights and activations, e5m2 gradients); "
+                    + ("fp8 tensor cores, MFU against the fp8 peak" if fp8_mode == "cuda" else
+                       "emulated on this CPU (same numerics, slower than bf16: for testing)"))
 
+        # -- the optimizer (a plugin), built with the scaled rates -----------------------------------------------
         hparams = optimizer_hparams(s, model.config.n_embd, plan.lr_scale, plan.weight_decay)
-        optimizer = ctx.registry.get("optimizer", s.optimizer).build(model, hparams, world)
+        optimizer = build_optimizer(ctx.registry, s.optimizer, model, hparams, world, ctx.wants_compile(s.compile))
         for group in optimizer.param_groups:
             group.setdefault("initial_weight_decay", group.get("weight_decay", 0.0))
-        schedule = scaling.Schedule(plan.num_iterations, s.warmup_steps, s.warmdown_ratio, s.final_lr_frac)
 
         # -- resume ----------------------------------------------------------------------------------
         meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
@@ -225,33 +235,47 @@ class PretrainStage:
         loaders = {v: stream(v, resumed[1][str(v)] if resumed else None) for v in mine}
         train_model = ctx.maybe_compile(model, s.compile)
         eval_rounds = max(1, s.eval_tokens // (rows_per_stream * s.max_seq_len * streams))
-        progress = Progress(ctx, loop, plan.num_iterations, plan.total_batch_size, flops_per_token, peak)
+        progress = Progress(ctx, loop, plan.num_iterations, plan.total_batch_size, flops_per_token, peak, s.log_every)
         first_step, oom_note = True, None
 
         # -- the loop ------------------------------------------------------------------------------
         val_bpb, t_start = None, time.time()
+        upcoming = None  # the next step's rows, fetched while this step still runs on the device
         while True:
             step = loop.step
             last_step = step == plan.num_iterations
-            if last_step or (s.eval_every > 0 and step % s.eval_every == 0):
+            evaluating = last_step or (s.eval_every > 0 and step % s.eval_every == 0)
+            saving = last_step or (s.save_every > 0 and step > 0 and step % s.save_every == 0)
+            if evaluating or saving:
+                progress.flush()  # the loop's losses are read before anything is saved or measured
+            # evaluate: validation bits per byte
+            if evaluating:
                 model.eval()
                 eval_steps = eval_rounds * rows_per_stream * len(mine) // device_batch
                 val_bpb = evaluate_bpb(train_model, val_batches(), eval_steps, token_bytes, world)
                 model.train()
                 ctx.log(f"step {step:,} | val bpb {val_bpb:.4f}")
                 ctx.metric({"step": step, "val_bpb": val_bpb})
+            # sample: what the model says so far
             if world.is_main and s.sample_every > 0 and (last_step or (step > 0 and step % s.sample_every == 0)):
                 model.eval()
                 for text in greedy_samples(model, tok, SAMPLE_PROMPTS):
                     ctx.log(f"  sample: {text!r}")
                 model.train()
-            if last_step or (s.save_every > 0 and step > 0 and step % s.save_every == 0):
+            # checkpoint: everything a resume needs
+            if saving:
                 checkpointer.save(loop, loader_states(loaders), val_bpb=val_bpb)
             if last_step:
                 break
+            # train: one optimizer step over this step's rows, at this step's scheduled LR / momentum / decay
             progress.start()
-            rows = [next(loader) for loader in loaders.values()]  # pretraining data never runs out
-            lrm = scaling.apply(optimizer, schedule, step)
+            rows = upcoming or [next(loader) for loader in loaders.values()]  # pretraining data never runs out
+            upcoming = None
+            lrm = scaling.apply(optimizer,
+                                lr=scaling.warmup_warmdown(step, plan.num_iterations, s.warmup_steps, s.warmdown_ratio,
+                                                           s.final_lr_frac),
+                                momentum=scaling.pretrain_momentum(step, plan.num_iterations, s.warmdown_ratio),
+                                weight_decay=scaling.cosine_decay(step, plan.num_iterations))
             while True:  # out of memory at the first step: halve the device batch and try the same rows again
                 try:
                     loss = optimizer_step(train_model, regroup(rows, device_batch), optimizer, world)
@@ -273,11 +297,16 @@ class PretrainStage:
                 gc.collect()
                 gc.freeze()  # fewer and shorter GC pauses over a long loop
             epoch = next(iter(loaders.values())).position
-            progress.done(loss, lrm=lrm, epoch=epoch["epoch"] if epoch else 1)
+            following = step + 1
+            if following < plan.num_iterations and not (s.save_every > 0 and following % s.save_every == 0):
+                # not before a save: a checkpoint's loader states are those at the end of its step
+                upcoming = [next(loader) for loader in loaders.values()]
+            progress.done(loss, lrm=lrm, epoch=epoch["epoch"] if epoch else 1)  # reads the loss: a host sync
         gc.unfreeze()
         for loader in loaders.values():
             loader.close()
 
+        # -- hand on the model and write the report ---------------------------------------------------------
         ctx.provide("base-model", checkpointer.path)
         tokens = plan.num_iterations * plan.total_batch_size
         ctx.summary.update({"val_bpb": val_bpb, "params": counts["total"], "tokens": tokens,
@@ -290,7 +319,8 @@ class PretrainStage:
             f"- FLOPs per token: {flops_per_token:.3e}; total training FLOPs: {flops_per_token * tokens:.3e}",
             f"- steps: {plan.num_iterations:,} x {plan.total_batch_size:,} tokens = {tokens:,} tokens "
             f"(tokens : scaling params = {tokens / scaling_params(model):.2f})",
-            f"- dataset: {s.dataset}; optimizer: {s.optimizer}; dtype: {dtype}; processes: {world.size}; "
+            f"- dataset: {s.dataset}; optimizer: {s.optimizer}; dtype: {dtype}"
+            + (f" with fp8 matmuls ({fp8_mode})" if fp8_mode else "") + f"; processes: {world.size}; "
             f"device batch: {device_batch}" + (f" ({oom_note})" if oom_note else ""),
             f"- final val bits per byte: {val_bpb:.4f}",
             f"- training time (excluding the first 10 steps): {loop.train_seconds / 60:.2f} min",
