@@ -5,8 +5,14 @@
 Points: step (between backward and the optimizer update), checkpoint (between a checkpoint's files),
 status (before a stage's status.json is written), metrics (before a metrics line is written),
 loader (while the data loader makes a batch). `@N` (default 1) picks the N-th time this process
-reaches the point. Unset, `hit` costs one dictionary lookup.
+reaches the point. Unset, `hit` costs two dictionary lookups.
+
+    NANOCHAT_FAULT_COUNTS=visits.json nanochat run ...   # at exit, how often each point was reached
+
+(benchmarks/faults.py uses the counts to kill each stage halfway through.)
 """
+import atexit
+import json
 import os
 import signal
 import sys
@@ -28,6 +34,8 @@ def _wanted() -> tuple[str, int] | None:
 
 def hit(point: str) -> None:
     """Die here (SIGKILL, no cleanup) if NANOCHAT_FAULT names this point and this is its N-th visit."""
+    if os.environ.get("NANOCHAT_FAULT_COUNTS"):
+        _count(point)
     wanted = _wanted()
     if wanted is None or wanted[0] != point:
         return
@@ -35,3 +43,24 @@ def hit(point: str) -> None:
     if _seen[point] == wanted[1]:
         print(f"NANOCHAT_FAULT: killing pid {os.getpid()} at {point} (visit {wanted[1]})", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def passing(point: str, items):
+    """`items`, with the fault point `point` visited before each one (for loops that read data)."""
+    for item in items:
+        hit(point)
+        yield item
+
+
+_counts: dict[str, int] = {}
+
+
+def _count(point: str) -> None:
+    if not _counts:
+        atexit.register(_write_counts, os.environ["NANOCHAT_FAULT_COUNTS"])
+    _counts[point] = _counts.get(point, 0) + 1
+
+
+def _write_counts(path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(_counts, f)

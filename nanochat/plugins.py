@@ -136,6 +136,30 @@ class Registry:
               f"(`nanochat plugins -v` shows its traceback)", file=sys.stderr)
         return plugin
 
+    # -- failures at run time -------------------------------------------------------------------
+    def disable(self, kind: str, name: str, error: str) -> Plugin:
+        """Take a thing that failed at run time out of use; its plugin is listed as broken with the error."""
+        plugin = self.owner(kind, name)
+        del self._things[kind][name]
+        plugin.status, plugin.error = "broken", f"{kind} {name!r} failed at run time: {error}"
+        return plugin
+
+    def culprit(self, exc: BaseException) -> tuple[str, str, Plugin] | None:
+        """(kind, name, plugin) of the innermost registered thing (a task, an observer, ...) whose own method
+        raised `exc`, or None when no plugin's code is on the traceback."""
+        things = [(thing, kind, name) for kind in KINDS for name, (thing, _) in self._things[kind].items()]
+        frames, tb = [], exc.__traceback__
+        while tb is not None:
+            frames.append(tb.tb_frame)
+            tb = tb.tb_next
+        for frame in reversed(frames):
+            obj = frame.f_locals.get("self")
+            # the registered object itself, or a copy of its class (a task used as NAME:ARG is bound anew)
+            for thing, kind, name in things:
+                if obj is thing or (obj is not None and type(obj) is type(thing) and type(obj).__module__ != "builtins"):
+                    return kind, name, self.owner(kind, name)
+        return None
+
     # -- lookup ---------------------------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
         return sorted(self._things[_kind(kind)])
@@ -171,6 +195,15 @@ class Registry:
         if kind is not None:
             rows = [r for r in rows if r["kind"] == _kind(kind) or r["status"] == "broken"]
         return sorted(rows, key=lambda r: (r["kind"] or "~", r["name"]))
+
+
+def how_to_leave_out(plugin: Plugin) -> str:
+    """What a user types to stop using a plugin."""
+    if plugin.distribution == FIRST_PARTY:
+        return "it ships with nanochat: please report the error"
+    short = plugin.name.split(":")[-1]
+    return (f"leave it out by listing only the plugins you want in NANOCHAT_PLUGINS (without {short!r}), "
+            f"or uninstall it: pip uninstall {plugin.distribution}")
 
 
 def collected_for(kind, collected):
@@ -246,4 +279,4 @@ def reset() -> None:
 
 
 __all__ = ["Registry", "Plugin", "PluginError", "NameClash", "UnknownName", "KINDS", "load", "registry",
-           "reset"]
+           "reset", "how_to_leave_out"]

@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -394,13 +395,34 @@ def execute_stage(run: Run, entry: dict, world=None, echo: bool = True) -> None:
             run.set_status(entry["name"], state="done", finished=now(), error=None, **result)
         ctx.event("stage_done")
     except BaseException as exc:
+        plugin_error = plugin_failure(exc, registry, run, entry)
         if job.is_home_main:
             state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            run.set_status(entry["name"], state=state, finished=now(), error=nodes.explain(exc))
-            ctx.event("stage_failed", error=str(exc))
+            error = str(plugin_error) if plugin_error else nodes.explain(exc)
+            run.set_status(entry["name"], state=state, finished=now(), error=error, notes=ctx.notes)
+            ctx.event("stage_failed", error=error)
+        if plugin_error:
+            raise plugin_error from exc
         raise
     finally:
         distributed.shutdown(job)
+
+
+def plugin_failure(exc: BaseException, registry, run: Run, entry: dict) -> StageError | None:
+    """A plugin's task (or dataset, ...) raised inside the stage: the error to stop with, naming it and how to
+    skip it; the plugin is listed as broken from now on. None when no plugin's own code raised `exc`."""
+    if not isinstance(exc, Exception) or isinstance(exc, NanochatError):
+        return None
+    found = registry.culprit(exc)
+    if found is None:
+        return None
+    kind, thing, plugin = found
+    registry.disable(kind, thing, f"{type(exc).__name__}: {exc}")
+    settings = [k for k, v in entry["settings"].items() if isinstance(v, str) and thing in v]
+    skip = (f"take it out of {entry['name']}.{settings[0]} (--set {entry['name']}.{settings[0]}=...) and resume "
+            f"with `nanochat run --name {run.name}`; or " if settings else "")
+    return StageError(f"stage {entry['name']!r} stopped: {kind} {thing!r} of plugin {plugin.name!r} raised "
+                      f"{type(exc).__name__}: {exc}. To go on without it, {skip}{plugins.how_to_leave_out(plugin)}")
 
 
 def torchrun_prefix(launch: Launch) -> list[str]:
@@ -418,12 +440,33 @@ def torchrun_command(run: Run, entry: dict, launch: Launch) -> list[str]:
     return torchrun_prefix(launch) + ["-m", "nanochat.runner", "--worker", str(run.dir), entry["name"]]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, a scheduler ending a job): stop like Ctrl-C, so the stage is left "interrupted"."""
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """While inside, SIGTERM raises Terminated instead of ending the process with no cleanup."""
+    def on_term(signum, frame):
+        raise Terminated("terminated by SIGTERM")
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread (an embedding program): leave signals to it
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only: list[str] | None = None) -> Run:
     """Drive the run's stages on this node. With several nodes each node runs this; node 0 leads (it keeps
     the run's invocations, report and "running" states), the others follow stage by stage."""
     launch = launch or Launch()
     leader = launch.node_rank == 0
-    with run.lock(launch.node_rank), (report.written_after(run) if leader else contextlib.nullcontext()):
+    with sigterm_interrupts(), run.lock(launch.node_rank), \
+            (report.written_after(run) if leader else contextlib.nullcontext()):
         if leader:
             run.record_invocation(sysinfo.capture(launch))  # the report renders from files: keep the machine's facts
         stages = run.stages()
@@ -467,7 +510,15 @@ def launch_stage(run: Run, entry: dict, launch: Launch, index: int) -> None:
     if launch.nnodes > 1:
         launch = dataclasses.replace(launch, master_port=launch.master_port + index)
     env = {**os.environ, nodes.ASKED_ENV: json.dumps(list(launch.overrides))}
-    code = subprocess.call(torchrun_command(run, entry, launch), env=env)
+    proc = subprocess.Popen(torchrun_command(run, entry, launch), env=env)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: torchrun passes SIGTERM on to its workers
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        if run.status(name)["state"] == "running" and launch.node_rank == 0:
+            run.set_status(name, state="interrupted", finished=now(), error="interrupted")
+        raise
     status = run.status(name)
     if code == 0 and status["state"] == "done":
         return
@@ -494,7 +545,8 @@ def _worker_main(argv=None):
     run_dir, stage = args.worker
     run = Run(Path(run_dir))
     entry = next(s for s in run.stages() if s["name"] == stage)
-    execute_stage(run, entry)
+    with sigterm_interrupts():
+        execute_stage(run, entry)
 
 
 if __name__ == "__main__":

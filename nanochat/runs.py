@@ -49,12 +49,13 @@ def now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def read_json(path: Path):
+def read_json(path: Path, fix: str = "Repair or delete it by hand."):
+    """A JSON file; a damaged one is an error naming it and `fix` (what to do about it), and is left as it is."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunFileError(f"{path} is damaged ({exc.msg} at line {exc.lineno}); it was left as it is. "
-                           f"Repair or delete it by hand.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        raise RunFileError(f"{path} is damaged ({where}); it was left as it is. {fix}") from None
 
 
 def check_name(name: str) -> str:
@@ -99,7 +100,9 @@ class Run:
 
     @property
     def info(self) -> dict:
-        return read_json(self.dir / "run.json")
+        return read_json(self.dir / "run.json", fix=(
+            "It holds the run's plan (preset, stages, settings): repair the JSON by hand, or start a new run with "
+            f"`nanochat run --preset PRESET --name NEW` (this run's checkpoints stay in {self.dir / 'checkpoints'})."))
 
     def update_info(self, **fields) -> None:
         atomic_write_json(self.dir / "run.json", {**self.info, **fields})
@@ -119,7 +122,8 @@ class Run:
         path = self.stage_dir(stage) / "status.json"
         if not path.exists():
             return {"state": "pending"}
-        status = read_json(path)
+        status = read_json(path, fix=(f"Delete it (rm {path}): the stage then counts as not started, and `nanochat "
+                                      f"run --name {self.name}` runs it again, resuming from its checkpoint."))
         if status.get("state") not in STATES:
             raise RunFileError(f"{path} has unknown state {status.get('state')!r}; expected one of {STATES}")
         return status
@@ -201,7 +205,8 @@ def read_jsonl(path: Path, damaged: list | None = None) -> list[dict]:
             if damaged is not None:
                 damaged.append(i + 1)
             elif i != len(lines) - 1:  # only a last line cut by a crash is expected
-                raise RunFileError(f"{path} line {i + 1} is damaged; it was left as it is") from None
+                raise RunFileError(f"{path} line {i + 1} is damaged; it was left as it is. Delete that line "
+                                   f"(sed -i '{i + 1}d' {path}) to keep the other records, and run again") from None
     return records
 
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import tiktoken
 
-from nanochat import bpe
+from nanochat import bpe, faults
 from nanochat.atomic import atomic_write_json, atomic_write_text
 from nanochat.bpe import SPLIT_PATTERN
 from nanochat.errors import NanochatError
@@ -115,6 +115,7 @@ class Tokenizer:
         n = self.bpe_vocab_size
         lines = (base64.b64encode(self._enc.decode_single_token_bytes(i)).decode("ascii") + f" {i}\n" for i in range(n))
         atomic_write_text(directory / VOCAB_FILE, "".join(lines))
+        faults.hit("checkpoint")  # NANOCHAT_FAULT: between the two files
         config = {"format": FORMAT, "pattern": self._pattern, "special_tokens": self._specials,
                   "vocab_size": self.vocab_size, "bpe_vocab_size": n}
         atomic_write_json(directory / CONFIG_FILE, config)

@@ -62,8 +62,10 @@ class Loop:
 class Checkpointer:
     """Saves and resumes a training stage: model (rank 0), optimizer shard, loaders, RNG and loop per rank."""
 
-    def __init__(self, ctx, model, optimizer, meta: dict, keep: int = 2):
+    def __init__(self, ctx, model, optimizer, meta: dict, keep: int = 2, step_key: str = "loss"):
+        """`step_key`: the field that marks a training step's metrics record (not an evaluation's)."""
         self.ctx, self.model, self.optimizer, self.meta, self.keep = ctx, model, optimizer, meta, keep
+        self.step_key = step_key
         self.resumed_at = None
         self.path = None
 
@@ -94,7 +96,7 @@ class Checkpointer:
         self.resumed_at, self.path = loop.step, ckpt.path
         # keep what led up to the checkpoint; evaluations at its step run again
         ctx.run.keep_metrics(ctx.name, lambda r: r.get("step", 0) < loop.step or
-                             (r.get("step") == loop.step and "loss" in r))
+                             (r.get("step") == loop.step and self.step_key in r))
         ctx.log(f"resumed from step {loop.step} ({ckpt.path})")
         return loop, state["loaders"]
 

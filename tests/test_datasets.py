@@ -289,3 +289,28 @@ def test_local_bad_input_is_named_and_leaves_nothing_behind(tmp_path, make, mess
         resolve(f"local:{src}").shards("train")
     assert local_cache_dirs() == []  # no half-made cache
     assert (sorted(p.name for p in src.iterdir()) if src.is_dir() else None) == before  # the source is untouched
+
+
+def test_a_shard_damaged_on_disk_stops_the_stage_naming_it_and_the_fix_that_works(hub, tmp_path):
+    from nanochat import runner
+    from nanochat.stages import StageError
+    ds = resolve("fineweb-edu")
+    download(ds, 1, workers=1, endpoint=hub.url, **FAST)
+    shard = ds.local_dir() / "shard_00000.parquet"
+    data = bytearray(shard.read_bytes())
+    middle = len(data) // 3
+    data[middle:middle + 64] = b"\xa5" * 64  # bits flipped inside a row group; the footer is whole
+    shard.write_bytes(bytes(data))
+    preset = tmp_path / "tok.toml"
+    preset.write_text('[[stage]]\nname = "tokenizer"\ndataset = "fineweb-edu"\nvocab_size = 290\nmax_chars = 100000\n')
+    run = runner.open_or_create(str(preset), "damaged", [])
+    with pytest.raises((DatasetError, StageError)) as failed:
+        runner.run_pipeline(run, echo=False)
+    message = str(failed.value)
+    assert f"shard {shard}" in message and "cannot be read" in message
+    assert "delete the shard and fetch it again with: nanochat data download fineweb-edu" in message
+    assert run.status("tokenizer")["state"] == "failed"
+    shard.unlink()  # the fix it names
+    download(ds, 1, workers=1, endpoint=hub.url, **FAST)
+    runner.run_pipeline(run, echo=False)
+    assert run.status("tokenizer")["state"] == "done"

@@ -2,6 +2,7 @@
 and the errors a user meets (another depth in the checkpoint, too few shards, a batch that does not divide)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,7 +106,13 @@ def test_resume_across_two_ranks_continues_the_same_curve(preset):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    reached = json.loads(latest.read_text())["step"]
+    assert 4 <= reached < 6 and run.status("pretrain")["state"] == "running"  # really cut short
     runner.run_pipeline(Run.open("cut2"), runner.Launch(nproc_per_node=2), echo=False)
+    assert run.status("pretrain")["attempts"] == 2
+    resumed = re.search(r"resumed from step (\d+) ", (run.stage_dir("pretrain") / "log.txt").read_text())
+    # not afresh: from the checkpoint latest.json named, or a newer one the kill left whole before naming it
+    assert resumed and reached <= int(resumed[1]) <= 6
     assert curve(run) == curve(straight)
 
 

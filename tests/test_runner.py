@@ -110,9 +110,13 @@ def test_corrupt_status_is_named_and_left_alone(preset):
     status = run.stage_dir("count") / "status.json"
     status.parent.mkdir(parents=True)
     status.write_text('{"state": "runn')
-    with pytest.raises(RunFileError, match="status.json is damaged"):
+    with pytest.raises(RunFileError, match="status.json is damaged") as damaged:
         runner.run_pipeline(run, echo=False)
     assert status.read_text() == '{"state": "runn'
+    assert f"Delete it (rm {status})" in str(damaged.value)
+    status.unlink()  # the fix it names: the stage runs again
+    runner.run_pipeline(run, echo=False)
+    assert run.status("count")["state"] == "done" and run.status("read")["summary"] == {"read": 3}
 
 
 def test_only_one_driver_per_run(preset):
@@ -153,6 +157,30 @@ def test_sigkill_mid_stage_then_resume_completes(preset):
     steps = [m["step"] for m in run.metrics("count")]
     assert steps == list(range(1, 41))  # no duplicate or missing steps across the kill
     assert run.status("read")["summary"] == {"read": 40}
+
+
+def test_sigterm_mid_stage_leaves_it_interrupted_and_resume_completes(preset):
+    env = dict(os.environ)
+    proc = _start(["run", "--preset", preset, "--name", "termed", "--set", "steps=40", "--set", "count.sleep=0.05"], env)
+    deadline = time.time() + 60
+    ckpt = None
+    while time.time() < deadline:
+        ckpt = Run.open("termed").checkpoint_dir("count") / "state.json" if Run.exists("termed") else None
+        if ckpt and ckpt.exists() and json.loads(ckpt.read_text())["count"] >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # what `kill PID` or a job scheduler sends
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    run = Run.open("termed")
+    status = run.status("count")
+    assert status["state"] == "interrupted" and "SIGTERM" in status["error"], status
+    reached = json.loads(ckpt.read_text())["count"]
+    result = subprocess.run([str(Path(sys.executable).parent / "nanochat"), "run", "--name", "termed"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"resuming from count {reached}" in result.stdout
+    assert [m["step"] for m in run.metrics("count")] == list(range(1, 41))
 
 
 def test_distributed_stage_runs_under_torchrun(tmp_path):

@@ -1,6 +1,7 @@
 """Runs on disk: atomic status files, damaged files named, metrics that survive a crash."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,9 +40,13 @@ def test_status_files_are_never_half_written(tmp_path):
 def test_damaged_run_file_is_named_never_reset():
     run = Run.create("broken", {"preset": "x", "stages": []})
     (run.dir / "run.json").write_text("{not json")
-    with pytest.raises(RunFileError, match=r"run.json is damaged .* left as it is"):
+    with pytest.raises(RunFileError, match=r"run.json is damaged .* left as it is. It holds the run's plan .* "
+                                           r"start a new run with `nanochat run --preset PRESET --name NEW`"):
         Run.open("broken").info
     assert (run.dir / "run.json").read_text() == "{not json"
+    (run.dir / "run.json").write_bytes(b'{"preset": "\xff\xfe"}')  # not even text
+    with pytest.raises(RunFileError, match=r"run.json is damaged \(not UTF-8\)"):
+        Run.open("broken").info
 
 
 def test_unknown_state_is_an_error():
@@ -60,8 +65,11 @@ def test_metrics_tolerate_a_line_cut_by_a_crash_but_not_damage_in_the_middle():
         f.write('{"step": 2, "lo')
     assert run.metrics("s") == [{"step": 1}]
     path.write_text('{"step": 1}\n{bad}\n{"step": 3}\n')
-    with pytest.raises(RunFileError, match="line 2 is damaged"):
+    with pytest.raises(RunFileError, match="line 2 is damaged") as damaged:
         run.metrics("s")
+    fix = re.search(r"\(sed -i '(\d+)d' (\S+)\)", str(damaged.value))  # the fix it names works
+    subprocess.run(["sed", "-i", f"{fix[1]}d", fix[2]], check=True)
+    assert run.metrics("s") == [{"step": 1}, {"step": 3}]
 
 
 def test_run_names_are_checked_and_missing_runs_listed():

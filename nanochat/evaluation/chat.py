@@ -10,6 +10,7 @@ baseline is 1/number-of-choices for categorical tasks and 0 for generative ones.
 """
 import torch
 
+from nanochat import faults
 from nanochat.errors import NanochatError
 
 STANDARD = ("arc-easy", "arc-challenge", "mmlu", "gsm8k", "humaneval", "spellingbee")  # the published ChatCORE set
@@ -34,6 +35,7 @@ def evaluate_categorical(model, tok, view, *, batch_size: int, device, world, ma
     mine = list(range(world.rank, n, world.size))
     correct = baseline = 0.0
     for start in range(0, len(mine), batch_size):
+        faults.hit("step")  # NANOCHAT_FAULT: mid-task
         convs = [view[i] for i in mine[start:start + batch_size]]
         prompts = [tok.render_for_completion(c) for c in convs]
         width = max(len(p) for p in prompts)
@@ -62,6 +64,7 @@ def evaluate_generative(engine, tok, view, *, num_samples: int, max_new_tokens: 
     mine = range(world.rank, n, world.size)
     passed = 0.0
     for done, i in enumerate(mine, 1):
+        faults.hit("step")  # NANOCHAT_FAULT: mid-task
         conv = view[i]
         prompt = tok.render_for_completion(conv)
         results, _ = engine.generate_batch(prompt, num_samples=num_samples, max_tokens=max_new_tokens,
@@ -99,6 +102,7 @@ def evaluate_tasks(model, tok, task_views, *, settings, world, device, done: dic
             results[label] = done[label]
             log(f"{label}: {done[label]['accuracy']:.4f} (already evaluated)")
             continue
+        faults.hit("loader")  # NANOCHAT_FAULT: before a task's problems are read
         log(f"{label}: evaluating ({view.task.kind}, {len(view) if settings.max_problems < 0 else min(len(view), settings.max_problems)} problems)")
         if view.task.kind == "categorical":
             r = evaluate_categorical(model, tok, view, batch_size=settings.batch_size, device=device, world=world,

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from nanochat import faults
 from nanochat.distributed import World
 from nanochat.errors import NanochatError
 from nanochat.textfiles import iter_jsonl
@@ -269,6 +270,7 @@ def evaluate_task(model, tokenizer, task: CoreTask, items: list[dict], *, device
     mine = range(world.rank, len(items), world.size)
     correct, batch, rows, width = 0, [], 0, 0
     for idx in mine:
+        faults.hit("step")  # NANOCHAT_FAULT: mid-task
         ex = prepare(tokenizer, task, items, idx, max_len)
         ex_width = max(len(r) for r in ex.rows)
         if batch and (rows + len(ex.rows)) * max(width, ex_width) > batch_tokens:
@@ -320,6 +322,7 @@ def evaluate_core(model, tokenizer, bundle_dir, *, max_per_task: int = -1, devic
     try:
         for task in chosen:
             t0 = time.time()
+            faults.hit("loader")  # NANOCHAT_FAULT: reading a task's items
             items = load_items(bundle_dir, task, max_per_task)
             correct, total = evaluate_task(model, tokenizer, task, items, device=device, world=world,
                                            max_len=max_len, batch_tokens=batch_tokens)

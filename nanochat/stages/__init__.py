@@ -147,17 +147,32 @@ class StageContext:
         if not self.world.is_main:
             return
         event = {"type": kind, "run": self.run.name, "stage": self.name, **data}
-        for observer in self.observers():
+        for observer in list(self.observers()):
             try:
                 observer.on_event(event)
-            except Exception as exc:  # a logger must never stop training
-                print(f"nanochat: observer {observer.name!r} failed on {kind}: {exc}", file=sys.stderr)
+            except Exception as exc:  # a logger must never stop training: it is switched off instead
+                self._quarantine_observer(observer, kind, exc)
 
     def observers(self):
         if self._observers is None:
             info = {"run": self.run.name, "stage": self.name, "settings": dataclasses.asdict(self.settings)}
-            self._observers = [o for o in self.registry.all("observer") if _enabled(o, info)]
+            off = self.run.info.get("quarantined", {})
+            self._observers = [o for o in self.registry.all("observer")
+                               if f"observer:{o.name}" not in off and _enabled(o, info)]
         return self._observers
+
+    def _quarantine_observer(self, observer, kind: str, exc: Exception) -> None:
+        """Off for the rest of the run (recorded in run.json, so later stages and resumes skip it too)."""
+        from nanochat.plugins import how_to_leave_out
+        error = f"{type(exc).__name__}: {exc}"
+        plugin = self.registry.disable("observer", observer.name, error)
+        self._observers.remove(observer)
+        self.run.update_info(quarantined={**self.run.info.get("quarantined", {}), f"observer:{observer.name}": error})
+        message = (f"observer {observer.name!r} of plugin {plugin.name!r} raised {error} on a {kind!r} event; it is "
+                   f"off for the rest of run {self.run.name!r} and the stage goes on. To stop loading it, "
+                   f"{how_to_leave_out(plugin)}")
+        print(f"nanochat: {message}", file=sys.stderr, flush=True)
+        self.note(message)
 
     def write_report(self, markdown: str) -> None:
         """This stage's section of the report card (markdown, starting with a '## ' heading)."""
@@ -205,8 +220,25 @@ class StageContext:
         """torch.compile the model when wants_compile(setting)."""
         if not self.wants_compile(setting):
             return model
+        if getattr(self.settings, "deterministic", False) and self.device.type == "cpu":
+            return repeatable_compile(model)
         import torch
         return torch.compile(model, dynamic=False)
+
+
+def repeatable_compile(model):
+    """torch.compile for CPU that gives the same result on every run.
+
+    By default Inductor writes embedding backward on CPU as a scatter of atomic adds from several threads: the
+    order of the adds, and so the last bits of the token and value embeddings' gradients, changes from run to
+    run (two cpu-tiny runs drifted apart from about step 12). With deterministic algorithms on, it calls
+    ATen's serial index_put instead. That cost 1.27x a cpu-tiny step on a busy 2-core machine
+    (benchmarks/determinism.py), over the 5% a default may cost: it is the `deterministic` setting.
+    """
+    import torch
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False  # no NaN fill of every new tensor: not needed here
+    return torch.compile(model, dynamic=False)
 
 
 def compute_dtype(backend, name: str = "auto"):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nanochat import faults
 from nanochat.checkpoint import load_model
 from nanochat.data import PackedLoader, document_source
 from nanochat.datasets import resolve
@@ -31,6 +32,7 @@ class BaseEvalStage:
     def run(self, ctx):
         s, world, device = ctx.settings, ctx.world, ctx.device
         tok = ctx.tokenizer()
+        ctx.run.keep_metrics(ctx.name, lambda r: False)  # an interrupted attempt starts again: its record goes
         model, ckpt = load_model(ctx.artifact("base-model"), device, ctx.compute_dtype(s.dtype))
         T = model.config.sequence_len
         token_bytes = torch.tensor(tok.token_bytes(), dtype=torch.int64, device=device)
@@ -44,6 +46,7 @@ class BaseEvalStage:
             loader = PackedLoader(source, batch_size=s.device_batch_size, seq_len=T, bos_id=tok.bos_id, device=device)
             results[f"{split}_bpb"] = evaluate_bpb(model, loader, steps, token_bytes, world)
             loader.close()
+            faults.hit("step")  # NANOCHAT_FAULT: between the two splits
             ctx.log(f"{split} bpb: {results[f'{split}_bpb']:.4f}")
         ctx.metric({"step": ckpt.step, **results})
         ctx.summary.update(results)

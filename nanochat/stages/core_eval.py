@@ -51,7 +51,8 @@ class CoreEvalStage:
         config = _config_id(ckpt, s, eval_bundle.source(bundle_dir))
         done = {}
         if world.is_main:
-            ctx.run.keep_metrics(ctx.name, lambda r: r.get("config") == config)  # drop other settings' rows
+            # drop other settings' rows, and the summary row (written again below)
+            ctx.run.keep_metrics(ctx.name, lambda r: r.get("config") == config and "task" in r)
             done = {r["task"]: r for r in ctx.run.metrics(ctx.name) if "task" in r}
         # Only rank 0 reads the file (nodes may not share a disk); everyone follows its choice.
         flags = world.all_reduce_sum([1.0 if t.label in done else 0.0 for t in tasks])

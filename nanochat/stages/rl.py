@@ -110,7 +110,7 @@ class RLStage:
         scale_learning_rates(optimizer, s.init_lr_frac)  # every group: the fixed-rate scalars too
         meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
                 "lrs": lrs, "source": str(source.path), "batch": source.meta.get("batch", {})}
-        checkpointer = Checkpointer(ctx, model, optimizer, meta, keep=s.keep_checkpoints)
+        checkpointer = Checkpointer(ctx, model, optimizer, meta, keep=s.keep_checkpoints, step_key="reward")
         resumed = checkpointer.resume()
         loop = resumed[0] if resumed else Loop()
         engine = Engine(model, tok)
@@ -155,6 +155,7 @@ class RLStage:
             per_rank = s.examples_per_step // world.size
             for k in range(per_rank):
                 index = (step * s.examples_per_step + world.rank + k * world.size) % train_n
+                faults.hit("loader")
                 conv = task.example("train", index)
                 prompt = tok.render_for_completion(conv)
                 model.eval()

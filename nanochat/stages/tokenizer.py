@@ -8,6 +8,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from nanochat import faults
 from nanochat.fetch import offline
 from nanochat.stages import CommonSettings, StageError
 from nanochat.tokenizer import Tokenizer
@@ -112,10 +113,14 @@ class TokenizerStage:
     def run(self, ctx):
         s = ctx.settings
         out = ctx.checkpoint_dir
-        if (out / "tokenizer.json").exists():
+        if (out / "tokenizer.json").exists():  # saved last: the files are whole, and its training record is kept
             tok = Tokenizer.load(out)
+            ctx.run.keep_metrics(ctx.name, lambda r: "train_seconds" in r)
+            trained = next((r for r in ctx.run.metrics(ctx.name) if "train_seconds" in r), {})
+            tok.train_stats = {k: v for k, v in trained.items() if k != "train_seconds"}
             ctx.log(f"tokenizer already trained ({tok.vocab_size:,} tokens) in {out}; keeping it")
         else:
+            ctx.run.keep_metrics(ctx.name, lambda r: False)  # an attempt killed before its files were saved
             from nanochat.datasets import resolve
             dataset = resolve(s.dataset, ctx.registry)
             check_shards(ctx, dataset, s.max_chars)
@@ -123,13 +128,13 @@ class TokenizerStage:
                     f"(up to {s.max_chars:,} chars, {s.doc_cap:,} per document)")
             t0 = time.time()
             docs = dataset.iter_documents("train", max_chars=s.max_chars, doc_cap=s.doc_cap)
-            tok = Tokenizer.train(docs, s.vocab_size, threads=s.threads or None)
+            tok = Tokenizer.train(faults.passing("loader", docs), s.vocab_size, threads=s.threads or None)
             seconds = time.time() - t0
-            tok.save(out)
             stats = tok.train_stats
             ctx.log(f"trained in {seconds:.1f}s: {stats.get('documents', 0):,} documents, {stats.get('bytes', 0):,} bytes "
                     f"({stats.get('bytes', 0) / 1e6 / max(seconds, 1e-9):.1f} MB/s), {stats.get('merges', 0):,} merges")
-            ctx.metric({"train_seconds": round(seconds, 3), **{k: v for k, v in stats.items() if isinstance(v, (int, float))}})
+            ctx.metric({"train_seconds": round(seconds, 3), **{k: v for k, v in stats.items() if isinstance(v, (int, float, str))}})
+            tok.save(out)  # after its record: a resume that finds the files also finds the record
         sample = "Hello world! 123 + 4,567 = 4,690. 你好，世界。 <|bos|> 🙂"
         if tok.decode(tok.encode(sample)) != sample:
             raise StageError("the trained tokenizer does not round-trip text; this is a bug, please report it")
