@@ -5,11 +5,11 @@ available backend with the highest priority. `matmul_peak()` times large matmuls
 denominator on devices without a published peak (CPUs, Apple GPUs); results are cached per machine.
 """
 import json
-import os
 import platform
 import time
 
 from nanochat import paths
+from nanochat.atomic import atomic_write_json
 from nanochat.plugins import PluginError, registry
 
 
@@ -72,10 +72,7 @@ def matmul_peak(device, dtype, *, size: int = 1024, seconds: float = 0.3, use_ca
         best = max(best, 2 * size**3 * reps / dt)
     if use_cache:
         cache[key] = best
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(cache, indent=1))
-        os.replace(tmp, cache_file)
+        atomic_write_json(cache_file, cache)
     return best
 
 

@@ -25,7 +25,7 @@ import torch
 
 from nanochat import faults
 from nanochat.errors import NanochatError
-from nanochat.runs import atomic_write_json
+from nanochat.atomic import atomic_path, atomic_write_json
 
 
 class CheckpointError(NanochatError):
@@ -36,9 +36,8 @@ def step_dir(directory: Path, step: int) -> Path:
     return Path(directory) / f"step_{step:06d}"
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb", buffering=0) as raw:
+def _torch_save(obj, path: Path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb", buffering=0) as raw:
         file = _WriteErrors(raw)
         try:
             torch.save(obj, file)
@@ -46,7 +45,6 @@ def _atomic_torch_save(obj, path: Path) -> None:
             if file.error:  # torch reports a failed write as a RuntimeError; the OSError says why (ENOSPC...)
                 raise file.error from None
             raise
-    tmp.replace(path)
 
 
 class _WriteErrors:
@@ -95,10 +93,10 @@ def save(directory: Path, step: int, *, world, model=None, meta: dict | None = N
     world.barrier()
     try:
         if rank_state is not None:
-            _atomic_torch_save(rank_state, partial / f"rank{world.rank}.pt")
+            _torch_save(rank_state, partial / f"rank{world.rank}.pt")
         faults.hit("checkpoint")  # rank files written, model not yet
         if world.is_main and model is not None:
-            _atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, partial / "model.pt")
+            _torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, partial / "model.pt")
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise

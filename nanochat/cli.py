@@ -201,17 +201,17 @@ def cmd_eval(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from nanochat import download
+    from nanochat import data_cli
     if args.data_command == "download":
-        return download.cmd_download(args.dataset, args.num_shards, args.workers)
-    return download.cmd_list(args.json)
+        return data_cli.cmd_download(args.dataset, args.num_shards, args.workers)
+    return data_cli.cmd_list(args.json)
 
 
 def cmd_tasks(args) -> int:
-    from nanochat import tasks
+    from nanochat import tasks_cli
     if args.tasks_command == "download":
-        return tasks.cmd_download(args.names)
-    return tasks.cmd_list(args.json)
+        return tasks_cli.cmd_download(args.names)
+    return tasks_cli.cmd_list(args.json)
 
 
 def cmd_chat(args) -> int:

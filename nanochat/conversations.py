@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from nanochat import paths
+from nanochat.atomic import atomic_write_json
 from nanochat.errors import NanochatError
-from nanochat.runs import atomic_write_json, now
+from nanochat.runs import now
 
 ROLES = ("user", "assistant")
 PART_TYPES = ("text", "python", "python_output")

@@ -5,17 +5,18 @@ A dataset is a folder of `shard_XXXXX.parquet` files with a `text` column, writt
 last file. Readers walk row groups, strided over ranks, and report their position
 `(shard, row_group, epoch)` so a resumed loader continues exactly where it stopped.
 
-Dataset plugins subclass `ShardedDataset` (say where the shards are) or `HubDataset` (shards of a
-Hugging Face dataset repo, fetched by `nanochat.download`). Users name a dataset with a spec,
+Dataset plugins subclass `ShardedDataset` (say where the shards are) or `nanochat.download.HubDataset`
+(shards of a Hugging Face dataset repo); `download()` answers with a `DownloadSummary`. Users name a dataset with a spec,
 `NAME` or `NAME:ARG` (e.g. `fineweb-edu`, `local:~/my-texts`), turned into an object by `resolve`.
 """
 import math
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from nanochat.atomic import atomic_path
 from nanochat.errors import NanochatError
+from nanochat.fetch import size_text
 
 SPLITS = ("train", "val")
 DOCS_PER_ROW_GROUP = 1024  # a multiple of 2: ranks stride over row groups evenly
@@ -43,6 +44,21 @@ class Position:
 
 def shard_name(index: int) -> str:
     return f"shard_{index:05d}.parquet"
+
+
+@dataclass
+class DownloadSummary:
+    dataset: str
+    local_dir: Path
+    downloaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        ready = len(self.downloaded) + len(self.skipped)
+        return (f"{self.dataset}: {ready} shard(s) ready in {self.local_dir} ({len(self.downloaded)} downloaded, "
+                f"{size_text(self.bytes)}; {len(self.skipped)} already there; {self.seconds:.1f} s)")
 
 
 class ShardedDataset:
@@ -183,42 +199,6 @@ class ShardedDataset:
                 "bytes": sum(p.stat().st_size for p in paths), "path": str(self.local_dir())}
 
 
-class HubDataset(ShardedDataset):
-    """Shards `shard_XXXXX.parquet` of a Hugging Face dataset repo, downloaded into `datasets_dir()/<name>`.
-
-    Subclasses set `name`, `description`, `repo_id`, `num_shards` and the size facts; the last shard of
-    the repo is validation unless `val_shard` says otherwise. `download(n)` fetches training shards
-    0..n-1 plus the validation shard, so validation never changes with `-n`.
-    """
-
-    repo_id = ""
-    revision = "main"
-
-    def __init__(self):
-        if self.val_shard is None and self.num_shards:
-            self.val_shard = self.num_shards - 1
-
-    @property
-    def num_train_shards(self) -> int:
-        return self.num_shards - 1
-
-    def local_dir(self) -> Path:
-        from nanochat import paths
-        return paths.datasets_dir() / self.name
-
-    def shard_indices(self, num_train: int) -> list[int]:
-        """Which shards `download -n num_train` fetches: training shards 0..n-1, then validation (-1 = all)."""
-        if num_train is None or num_train == 0 or num_train < -1:
-            raise DatasetError(f"give the number of training shards to download for {self.spec!r}: -n N with "
-                               f"N between 1 and {self.num_train_shards} (or -1 for all), got {num_train}")
-        n = self.num_train_shards if num_train == -1 else min(num_train, self.num_train_shards)
-        return [i for i in range(self.num_shards) if i != self.val_shard][:n] + [self.val_shard]
-
-    def download(self, num_shards: int | None = None, workers: int = 4, **options):
-        from nanochat.download import download
-        return download(self, num_shards, workers=workers, **options)
-
-
 def language_of(text: str) -> str:
     """'zh' when a fair share of the letters are CJK ideographs, else 'en' (enough for per-language stats)."""
     han = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf")
@@ -240,10 +220,9 @@ def write_shard(path: Path, docs: list[str]) -> None:
     """Write documents as one shard in the house format (tmp file, then rename: never half a shard)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.table({"text": pa.array(docs, type=pa.string())}), tmp, row_group_size=DOCS_PER_ROW_GROUP,
-                   compression="zstd", compression_level=3, use_dictionary=False, write_statistics=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table({"text": pa.array(docs, type=pa.string())}), tmp, row_group_size=DOCS_PER_ROW_GROUP,
+                       compression="zstd", compression_level=3, use_dictionary=False, write_statistics=False)
 
 
 def resolve(spec: str, registry=None) -> ShardedDataset:

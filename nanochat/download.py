@@ -7,11 +7,11 @@ is verified there — size and sha256 against the hub's metadata, parquet footer
 row group — and only then renamed to `shard_XXXXX.parquet`. So a shard under its final name is always
 complete, a half-written file never looks like one, and rerunning skips what is already there.
 
-The endpoint is the `endpoint=` argument, else `HF_ENDPOINT`, else huggingface.co. `cmd_download` and
-`cmd_list` are the bodies of `nanochat data download` and `nanochat data list`.
+`HubDataset` is the dataset kind whose shards live in such a repo (fineweb-edu, climbmix subclass it).
+The endpoint is the `endpoint=` argument, else `HF_ENDPOINT`, else huggingface.co. Retries, the offline
+switch and the progress display are nanochat.fetch's, shared with task data and the CORE bundle.
 """
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -19,14 +19,15 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from nanochat.datasets import DatasetError, ShardedDataset, resolve, shard_name
+from nanochat.atomic import publish
+from nanochat.datasets import DatasetError, DownloadSummary, ShardedDataset, shard_name
+from nanochat.fetch import PERMANENT_HTTP, Progress, offline, retrying, size_text
 
 STAGING = ".download"
 STALE_PARTIAL_S = 600  # a partial file untouched this long belongs to a download that died
-PERMANENT_HTTP = (401, 403, 404)  # retrying will not help: wrong name, or no access
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -42,19 +43,41 @@ class _Cancelled(Exception):
     """Raised inside a download thread to stop it (Ctrl-C in the main thread)."""
 
 
-@dataclass
-class DownloadSummary:
-    dataset: str
-    local_dir: Path
-    downloaded: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    bytes: int = 0
-    seconds: float = 0.0
+# -- the dataset kind this module fetches -----------------------------------------------------------
+class HubDataset(ShardedDataset):
+    """Shards `shard_XXXXX.parquet` of a Hugging Face dataset repo, downloaded into `datasets_dir()/<name>`.
 
-    def __str__(self) -> str:
-        ready = len(self.downloaded) + len(self.skipped)
-        return (f"{self.dataset}: {ready} shard(s) ready in {self.local_dir} ({len(self.downloaded)} downloaded, "
-                f"{_size(self.bytes)}; {len(self.skipped)} already there; {self.seconds:.1f} s)")
+    Subclasses set `name`, `description`, `repo_id`, `num_shards` and the size facts; the last shard of
+    the repo is validation unless `val_shard` says otherwise. `download(n)` fetches training shards
+    0..n-1 plus the validation shard, so validation never changes with `-n`.
+    """
+
+    repo_id = ""
+    revision = "main"
+
+    def __init__(self):
+        if self.val_shard is None and self.num_shards:
+            self.val_shard = self.num_shards - 1
+
+    @property
+    def num_train_shards(self) -> int:
+        return self.num_shards - 1
+
+    def local_dir(self) -> Path:
+        from nanochat import paths
+        return paths.datasets_dir() / self.name
+
+    def shard_indices(self, num_train: int) -> list[int]:
+        """Which shards `download -n num_train` fetches: training shards 0..n-1, then validation (-1 = all)."""
+        if num_train is None or num_train == 0 or num_train < -1:
+            raise DatasetError(f"give the number of training shards to download for {self.spec!r}: -n N with "
+                               f"N between 1 and {self.num_train_shards} (or -1 for all), got {num_train}")
+        n = self.num_train_shards if num_train == -1 else min(num_train, self.num_train_shards)
+        return [i for i in range(self.num_shards) if i != self.val_shard][:n] + [self.val_shard]
+
+    def download(self, num_shards: int | None = None, workers: int = 4, **options):
+        return download(self, num_shards, workers=workers, **options)
+
 
 
 # -- verification ----------------------------------------------------------------------------------
@@ -91,46 +114,7 @@ def verify_shard(path: Path, *, size: int | None = None, sha256: str | None = No
 
 
 # -- progress --------------------------------------------------------------------------------------
-class _Progress:
-    """One line per finished shard on stderr, plus a live status line when stderr is a terminal."""
-
-    def __init__(self, label: str, total: int, out):
-        self.label, self.total, self.out = label, total, out
-        self.done = self.bytes = 0
-        self.start = self.shown = time.monotonic()
-        self.live = hasattr(out, "isatty") and out.isatty()
-        self.lock = threading.Lock()
-
-    def add_bytes(self, n: int) -> None:
-        with self.lock:
-            self.bytes += n
-            if self.live and time.monotonic() - self.shown > 0.25:
-                self._status()
-
-    def line(self, text: str, finished: bool = False) -> None:
-        with self.lock:
-            self.done += finished
-            if self.live:
-                self.out.write("\r\033[K")
-            self.out.write(f"  [{self.done}/{self.total}] {text}\n" if finished else f"  {text}\n")
-            if self.live:
-                self._status()
-            self.out.flush()
-
-    def _status(self) -> None:
-        rate = self.bytes / max(time.monotonic() - self.start, 1e-6)
-        self.out.write(f"\r\033[K{self.label}: {self.done}/{self.total} shards, {_size(self.bytes)}, "
-                       f"{_size(rate)}/s")
-        self.out.flush()
-        self.shown = time.monotonic()
-
-    def close(self) -> None:
-        if self.live:
-            self.out.write("\r\033[K")
-            self.out.flush()
-
-
-def _byte_counter(progress: _Progress, stop: threading.Event):
+def _byte_counter(progress: Progress, stop: threading.Event):
     """A tqdm class for huggingface_hub that draws nothing: it feeds our progress and honours Ctrl-C."""
     from tqdm import tqdm
 
@@ -163,7 +147,7 @@ class _Job:
     token: str | bool | None
     retries: int
     backoff: float
-    progress: _Progress
+    progress: Progress
     stop: threading.Event
     counter: type
 
@@ -185,46 +169,51 @@ def _fetch(job: _Job, index: int) -> tuple[str, int]:
             job.progress.line(f"{exc}; deleting it and downloading it again")
             final.unlink()
     stage = ds.local_dir() / STAGING
-    last = None
-    for attempt in range(1, job.retries + 1):
+    blocked = offline(job.endpoint or "https://huggingface.co")
+    if blocked:
+        raise DownloadError(f"cannot download {remote}: {blocked} is set; unset it and retry")
+
+    def attempt(n: int) -> tuple[str, int]:
         if job.stop.is_set():
             raise _Cancelled()
-        staged = stage / name
         try:
             url = hf_hub_url(ds.repo_id, name, repo_type="dataset", revision=ds.revision, endpoint=job.endpoint)
             meta = get_hf_file_metadata(url, token=job.token)
             # The commit the metadata came from, so that size and hash describe the very bytes we get.
             got = Path(hf_hub_download(ds.repo_id, name, repo_type="dataset",
                                        revision=meta.commit_hash or ds.revision, local_dir=stage,
-                                       endpoint=job.endpoint, token=job.token, force_download=attempt > 1,
+                                       endpoint=job.endpoint, token=job.token, force_download=n > 1,
                                        tqdm_class=job.counter))
             sha = meta.etag if meta.etag and SHA256.fullmatch(meta.etag) else None  # LFS files: etag = sha256
             verify_shard(got, size=meta.size, sha256=sha)
-            size = got.stat().st_size
-            os.replace(got, final)
-            job.progress.line(f"{name} {_size(size)}", finished=True)
-            return "downloaded", size
-        except _Cancelled:
-            raise
         except OfflineModeIsEnabled:
             raise DownloadError(f"cannot download {remote}: HF_HUB_OFFLINE is set; unset it and retry") from None
         except HfHubHTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status in PERMANENT_HTTP:
+            if getattr(exc.response, "status_code", None) in PERMANENT_HTTP:
                 raise DownloadError(f"cannot download {remote} from {job.endpoint or 'huggingface.co'} "
                                     f"({_first_line(exc)}); check the dataset's repo_id and your access "
                                     f"(`hf auth login` for gated repos)") from None
-            last = exc
-        except Exception as exc:  # network trouble, a short or corrupt file: try again
-            last = exc
-        staged.unlink(missing_ok=True)
-        if attempt < job.retries:
-            wait_s = job.backoff * 2 ** (attempt - 1)
-            job.progress.line(f"{name}: attempt {attempt}/{job.retries} failed ({_first_line(last)}); "
-                              f"retrying in {wait_s:g} s")
-            job.stop.wait(wait_s)
-    raise DownloadError(f"{final} (repo file {remote}) could not be fetched intact after {job.retries} attempts: "
-                        f"{_first_line(last)}")
+            (stage / name).unlink(missing_ok=True)
+            raise
+        except Exception:  # network trouble, a short or corrupt file: try again from scratch
+            (stage / name).unlink(missing_ok=True)
+            raise
+        size = got.stat().st_size
+        publish(got, final)
+        job.progress.line(f"{name} {size_text(size)}", finished=True)
+        return "downloaded", size
+
+    def on_retry(n: int, exc: BaseException, wait_s: float) -> None:
+        job.progress.line(f"{name}: attempt {n}/{job.retries} failed ({_first_line(exc)}); retrying in {wait_s:g} s")
+
+    try:
+        return retrying(attempt, tries=job.retries, backoff=job.backoff, fatal=(_Cancelled, DownloadError),
+                        on_retry=on_retry, wait=job.stop.wait)
+    except (_Cancelled, DownloadError):
+        raise
+    except Exception as exc:
+        raise DownloadError(f"{final} (repo file {remote}) could not be fetched intact after {job.retries} "
+                            f"attempts: {_first_line(exc)}") from None
 
 
 # -- the whole download ----------------------------------------------------------------------------
@@ -248,7 +237,7 @@ def download(dataset: ShardedDataset, num_shards: int | None, workers: int = 4, 
     local.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(local / STAGING)
 
-    progress = _Progress(dataset.spec, len(indices), out)
+    progress = Progress(dataset.spec, len(indices), out, unit="shards")
     stop = threading.Event()
     job = _Job(dataset, endpoint, token, retries, backoff, progress, stop, _byte_counter(progress, stop))
     summary = DownloadSummary(dataset.spec, local)
@@ -305,56 +294,3 @@ def _first_line(exc) -> str:
         return f"HTTP {response.status_code}: {getattr(exc, 'server_message', None) or response.reason_phrase}"
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-
-
-# -- command bodies --------------------------------------------------------------------------------
-def cmd_download(dataset_spec: str, num_shards: int | None, workers: int = 4) -> int:
-    """`nanochat data download DATASET -n N [-w WORKERS]`; errors are raised as NanochatError."""
-    dataset = resolve(dataset_spec)
-    summary = dataset.download(num_shards, workers=workers)
-    print(summary)
-    return 0
-
-
-def list_rows() -> list[dict]:
-    """One row per dataset (and per prepared `local:` folder): what is on disk and what exists."""
-    from nanochat import plugins
-    rows = []
-    for registered in plugins.registry().all("dataset"):
-        for ds in registered.variants():
-            try:
-                found = ds.shard_paths()
-                path = str(ds.local_dir())
-            except DatasetError:  # an unbound `local` names no folder yet
-                found, path = None, None
-            rows.append({"name": ds.spec, "description": ds.description,
-                         "shards_on_disk": len(found) if found is not None else None,
-                         "shards_available": ds.num_shards,
-                         "bytes": sum(p.stat().st_size for p in found) if found is not None else None,
-                         "path": path})
-    return rows
-
-
-def cmd_list(as_json: bool = False) -> int:
-    """`nanochat data list [--json]`."""
-    from nanochat.table import print_table
-    rows = list_rows()
-    if as_json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
-        return 0
-    table = []
-    for r in rows:
-        shards = "-" if r["shards_on_disk"] is None else str(r["shards_on_disk"])
-        desc = r["description"] if len(r["description"]) <= 60 else r["description"][:59] + "…"
-        table.append({"name": r["name"], "description": desc,
-                      "shards": f"{shards}/{r['shards_available']}" if r["shards_available"] else shards,
-                      "size": _size(r["bytes"]) if r["bytes"] is not None else "-", "path": r["path"]})
-    print_table(table, ["name", "description", "shards", "size", "path"])
-    return 0

@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 from nanochat import paths
-from nanochat.runs import RunFileError, append_line, atomic_write_json, is_locked, read_json
+from nanochat.atomic import atomic_write_json
+from nanochat.runs import RunFileError, append_line, is_locked, read_json
 
 STATES = ("running", "done", "failed", "interrupted")
 

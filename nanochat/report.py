@@ -17,12 +17,14 @@ import datetime
 import json
 from pathlib import Path
 
-from nanochat.runs import STATES, Run, atomic_write_text, read_jsonl
+from nanochat import report_plots
+from nanochat.atomic import atomic_write_text
+from nanochat.report_plots import SOURCE_LABELS
+from nanochat.runs import STATES, Run, read_jsonl
 
-# the summary table: rows (task label in the run files -> row name) and columns (model source -> column)
+# the summary table: rows (task label in the run files -> row name); its columns are SOURCE_LABELS
 SUMMARY_ROWS = {"CORE": "CORE", "arc-easy": "ARC-Easy", "arc-challenge": "ARC-Challenge", "mmlu": "MMLU",
                 "gsm8k": "GSM8K", "humaneval": "HumanEval", "spellingbee": "SpellingBee"}
-SUMMARY_COLUMNS = {"base": "BASE", "mid": "MID", "sft": "SFT", "rl": "RL"}
 REPORT_SETTINGS = {"hourly_cost": float}  # US$ per hour of the whole machine; 0 = no cost estimate
 STAGE_FILES = ("status.json", "metrics.jsonl", "report.md", "log.txt")
 
@@ -267,7 +269,7 @@ def summary_table(files: RunFiles) -> tuple[dict, list[str]]:
                 table["CORE"]["BASE"] = f"{core:.4f}"
         elif kind == "chat-eval":
             source = (entry.get("settings") or {}).get("source", "sft")
-            column = SUMMARY_COLUMNS.get(source, source.upper())
+            column = SOURCE_LABELS.get(source, source.upper())
             accuracies = {m["task"]: m["accuracy"] for m in files.metrics[name] if "task" in m and "accuracy" in m}
             accuracies.update({k: v for k, v in summary.items() if not k.startswith("ChatCORE")})
             for task, acc in accuracies.items():
@@ -287,7 +289,7 @@ def summary_table(files: RunFiles) -> tuple[dict, list[str]]:
 
 def _summary(files: RunFiles) -> list[str]:
     table, notes = summary_table(files)
-    columns = list(SUMMARY_COLUMNS.values())
+    columns = list(SOURCE_LABELS.values())
     columns += sorted({c for cells in table.values() for c in cells} - set(columns))
     rows = [*SUMMARY_ROWS.values()] + [r for r in table if r not in SUMMARY_ROWS.values() and r != "ChatCORE"]
     lines = ["## Summary", "", "| metric | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
@@ -421,7 +423,6 @@ def write(run: Run, plots: bool = True, hourly_cost: float | None = None) -> Pat
     files = RunFiles(run)
     drawn = None
     if plots:
-        from nanochat import report_plots
         drawn = report_plots.draw(files, run.dir)
     path = run.dir / "report.md"
     atomic_write_text(path, render(files, drawn, hourly_cost))

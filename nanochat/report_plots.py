@@ -11,9 +11,11 @@ matplotlib is imported here only, at the first figure (a run with no curves neve
 import io
 from pathlib import Path
 
-from nanochat.runs import atomic_write_bytes
+from nanochat.atomic import atomic_write_bytes
 
 PREFIX = "plot-"
+# a model's source stage as the report card names it: the summary table's columns and the accuracy bars
+SOURCE_LABELS = {"base": "BASE", "mid": "MID", "sft": "SFT", "rl": "RL"}
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 
@@ -118,7 +120,6 @@ def _throughput(new_figure, name, records):
 
 
 def _accuracy(new_figure, files):
-    from nanochat.report import SUMMARY_COLUMNS
     bars = {}  # stage -> {task: accuracy}
     for entry in files.stages:
         if entry.get("stage") != "chat-eval":
@@ -127,7 +128,7 @@ def _accuracy(new_figure, files):
                   if "task" in m and isinstance(m.get("accuracy"), (int, float))}
         if scores:
             source = (entry.get("settings") or {}).get("source", "")
-            bars[f"{entry['name']} ({SUMMARY_COLUMNS.get(source, source)})"] = scores
+            bars[f"{entry['name']} ({SOURCE_LABELS.get(source, source)})"] = scores
     if not bars:
         return None
     tasks = list(dict.fromkeys(t for scores in bars.values() for t in scores))

@@ -9,7 +9,7 @@
     runs/<name>/checkpoints/<stage>/     whatever the stage saves to resume and to hand on
     runs/<name>/report.md                the report card
 
-Every rewrite is tmp-then-rename, so a file is either the old or the new version, never half.
+Every rewrite goes through nanochat.atomic, so a file is either the old or the new version, never half.
 A damaged file is reported by path and never silently replaced.
 """
 import contextlib
@@ -22,6 +22,7 @@ import socket
 from pathlib import Path
 
 from nanochat import faults, paths
+from nanochat.atomic import atomic_write_json, atomic_write_text
 from nanochat.errors import NanochatError
 
 STATES = ("pending", "running", "interrupted", "failed", "done")
@@ -42,25 +43,6 @@ class RunBusy(RunError):
 
 def now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_json(path: Path):

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Sequence
 import tiktoken
 
 from nanochat import bpe
+from nanochat.atomic import atomic_write_json, atomic_write_text
 from nanochat.bpe import SPLIT_PATTERN
 from nanochat.errors import NanochatError
 
@@ -113,10 +114,10 @@ class Tokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         n = self.bpe_vocab_size
         lines = (base64.b64encode(self._enc.decode_single_token_bytes(i)).decode("ascii") + f" {i}\n" for i in range(n))
-        _write_atomic(directory / VOCAB_FILE, "".join(lines))
+        atomic_write_text(directory / VOCAB_FILE, "".join(lines))
         config = {"format": FORMAT, "pattern": self._pattern, "special_tokens": self._specials,
                   "vocab_size": self.vocab_size, "bpe_vocab_size": n}
-        _write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_json(directory / CONFIG_FILE, config)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Tokenizer":
@@ -378,15 +379,6 @@ def _learn_merges(docs, num_merges, pattern, threads, progress) -> tuple[list[tu
         merges = bpe.train_merges(counts, num_merges)
         stats["unique_chunks"] = len(counts)
     return merges, stats
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_vocab(path: Path, redo: str) -> dict[bytes, int]:

@@ -212,6 +212,7 @@ def test_a_failing_run_started_from_the_dashboard_shows_its_state_and_last_lines
             await _until(pilot, lambda: notes, what="the failure notice")
             assert "exit code 2" in notes[0] and "needs 'count'" in notes[0]
             assert runs.row_count == 0  # refused at start (nanochat run checks the plan first): no run is left
+            assert not launch.launch_log("fails").parent.exists()  # nor its launch.log once the notice is shown
     asyncio.run(scenario())
 
 

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -268,7 +269,7 @@ def test_yaml_reader_matches_pyyaml(bundle_files):
             {"label": "compact", "ratio": 0.5, "missing": None}]}
     assert core.parse_yaml(DCLM_STYLE) == expected_dclm
     text = (bundle_files[0] / "core.yaml").read_text()
-    try:  # PyYAML is not a dependency; where it is installed it is the oracle
+    try:  # PyYAML reads core.yaml; the expected values above are what the DCLM bundle means
         import yaml
     except ImportError:
         yaml = None
@@ -278,17 +279,13 @@ def test_yaml_reader_matches_pyyaml(bundle_files):
     assert core.parse_yaml(text)["icl_tasks"][1]["continuation_delimiter"] == "\nAnswer: "
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a: &anchor 1", "does not support"),
-    ("a: |\n  block", "does not support"),
-    ("a: {b: 1}", "does not support"),
-    ('a: "open', "not one quoted string"),
-    ("a: 1\n   b: 2", "line 2: unexpected indentation"),
-    ('a: "\\q"', "unknown escape"),
-])
-def test_yaml_reader_rejects_what_it_does_not_support(text, message):
-    with pytest.raises(ValueError, match=message):
-        core.parse_yaml(text)
+def test_broken_core_yaml_names_the_file_and_line(bundle_files, tmp_path):
+    # core.yaml is read with PyYAML; what it cannot read stops with the file and the line, no traceback
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_files[0], bundle)
+    (bundle / "core.yaml").write_text('icl_tasks:\n- label: "open\n  num_fewshot: [0]\n', encoding="utf-8")
+    with pytest.raises(core.CoreError, match=r"core.yaml: line \d+: .*fix the YAML"):
+        core.load_tasks(bundle)
 
 
 def test_load_tasks_and_items(bundle_files):
@@ -296,7 +293,7 @@ def test_load_tasks_and_items(bundle_files):
     tasks = core.load_tasks(bundle_dir)
     assert [t.label for t in tasks] == [t[0] for t in TASKS]
     by = {t.label: t for t in tasks}
-    assert by["jeopardy"] == core.Task("jeopardy", "world_knowledge/jeopardy_all.jsonl", "language_modeling", 10,
+    assert by["jeopardy"] == core.CoreTask("jeopardy", "world_knowledge/jeopardy_all.jsonl", "language_modeling", 10,
                                        "\nAnswer: ", 0.0)
     assert by["copa"].delimiter == " " and by["copa"].baseline == 50.0 and by["winograd"].task_type == "schema"
     assert [t.label for t in core.load_tasks(bundle_dir, ["winograd", "copa"])] == ["copa", "winograd"]
@@ -333,18 +330,18 @@ def tok(bundle_files):
 def test_render_strings():
     mc = {"query": "Q: 2+2?", "choices": ["3", "4"], "gold": 1}
     shot = {"query": "Q: 1+1?", "choices": ["2", "5"], "gold": 0}
-    assert core.render_mc(mc, "\nAnswer: ", [shot, shot]) == [
+    assert core.prompts_mc(mc, "\nAnswer: ", [shot, shot]) == [
         "Q: 1+1?\nAnswer: 2\n\nQ: 1+1?\nAnswer: 2\n\nQ: 2+2?\nAnswer: 3",
         "Q: 1+1?\nAnswer: 2\n\nQ: 1+1?\nAnswer: 2\n\nQ: 2+2?\nAnswer: 4"]
     schema = {"context_options": ["Ann hid because Ann", "Ann hid because Bob"], "continuation": "was scared.",
               "gold": 0}
     shot = {"context_options": ["X", "Y"], "continuation": "ends.", "gold": 1}
-    assert core.render_schema(schema, " ", [shot]) == ["Y ends.\n\nAnn hid because Ann was scared.",
+    assert core.prompts_schema(schema, " ", [shot]) == ["Y ends.\n\nAnn hid because Ann was scared.",
                                                        "Y ends.\n\nAnn hid because Bob was scared."]
     lm = {"context": "  The sky is ", "continuation": "blue"}
     shot = {"context": "Grass is  ", "continuation": "green"}
-    assert core.render_lm(lm, " ", [shot]) == ["Grass is green\n\nThe sky is", "Grass is green\n\nThe sky is blue"]
-    assert core.render_lm(lm, "\nAnswer: ", []) == ["The sky is\nAnswer:", "The sky is\nAnswer: blue"]
+    assert core.prompts_lm(lm, " ", [shot]) == ["Grass is green\n\nThe sky is", "Grass is green\n\nThe sky is blue"]
+    assert core.prompts_lm(lm, "\nAnswer: ", []) == ["The sky is\nAnswer:", "The sky is\nAnswer: blue"]
 
 
 def test_token_spans_per_type(tok):
@@ -360,7 +357,7 @@ def test_token_spans_per_type(tok):
     assert [tok.decode(r[s:e]) for r, (s, e) in zip(ex.rows, ex.spans)] == [" was too big."] * 2
     # language modeling: one row, the prompt with the continuation; the span is the continuation
     for delimiter, shown in ((" ", " Paris"), ("\nAnswer: ", " Paris")):
-        prompts = core.render_lm({"context": "The capital of France is ", "continuation": "Paris"}, delimiter, [])
+        prompts = core.prompts_lm({"context": "The capital of France is ", "continuation": "Paris"}, delimiter, [])
         ex = core.encode_example(tok, "language_modeling", prompts, None, None)
         (row,), ((s, e),) = ex.rows, ex.spans
         assert row == [bos] + tok.encode(prompts[1]) and row[:s] == [bos] + tok.encode(prompts[0])
@@ -401,7 +398,7 @@ def answer_rows(tok, bundle_dir, wrong: bool):
         items = core.load_items(bundle_dir, task)
         for idx, item in enumerate(items):
             shots = core.fewshot_examples(items, idx, task.num_fewshot)
-            prompts = core.RENDER[task.task_type](item, task.delimiter, shots)
+            prompts = core.PROMPTS[task.task_type](item, task.delimiter, shots)
             if task.task_type == "language_modeling":
                 row = [tok.bos_id] + tok.encode(prompts[1])
                 rows.append(row[:-1] + [(row[-1] + 1) % tok.vocab_size] if wrong else row)

@@ -16,8 +16,9 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 from fakehub import FakeHub  # noqa: E402
 from nanochat import paths  # noqa: E402
-from nanochat.datasets import DatasetError, HubDataset, resolve  # noqa: E402
-from nanochat.download import DownloadError, cmd_download, cmd_list, download, verify_shard  # noqa: E402
+from nanochat.data_cli import cmd_download, cmd_list  # noqa: E402
+from nanochat.datasets import DatasetError, resolve  # noqa: E402
+from nanochat.download import DownloadError, HubDataset, download, verify_shard  # noqa: E402
 from nanochat.plugins import UnknownName  # noqa: E402
 
 FINEWEB = "karpathy/fineweb-edu-100b-shuffle"

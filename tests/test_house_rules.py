@@ -76,3 +76,75 @@ def test_every_doc_has_a_simplified_chinese_translation():
     hooks = (REPO / "docs" / "zh-CN" / "plugins.md").read_text()
     for name in HOOKS:
         assert f"### `{name}{inspect.signature(getattr(hookspecs, name))}`" in hooks
+
+
+def _core_import_graph() -> dict[str, set[str]]:
+    """Module -> the nanochat modules it imports, read with ast (no module is imported).
+
+    Imports inside functions count too: a lazy import is there to keep start-up fast (torch, matplotlib),
+    not to hide that two modules need each other; either one of them holds the shared piece, or a third does.
+    """
+    root = REPO / "nanochat"
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # from . import x / from .y import z
+                    up = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in names else base for a in node.names]
+            else:
+                continue
+            found |= {t for t in targets if t in names and t != name}
+        graph[name] = found
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or round a loop (Tarjan's algorithm)."""
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return groups
+
+
+def test_the_cycle_finder_finds_a_loop():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_inside_nanochat():
+    graph = _core_import_graph()
+    assert "nanochat.datasets" in graph and "nanochat.atomic" in graph["nanochat.runs"]  # the reader reads
+    cycles = _cycles(graph)
+    assert not cycles, ("modules that import each other (move the shared piece to one side or a third module): "
+                        + "; ".join(" <-> ".join(group) for group in cycles))

@@ -1,6 +1,6 @@
 """The embedded starter corpus ships in the shard format of the real pretraining datasets.
 
-Checks the committed files under plugins/nanochat_datasets/starter/ (built by build_starter.py):
+Checks the committed files under plugins/nanochat_datasets/starter/ (built by dev/build_starter.py):
 parquet layout, validation shard, size budget, both languages in both splits, chat.jsonl shape,
 and that chat text stays out of the pretraining shards. No network; reads ~7 MB.
 """
@@ -123,7 +123,7 @@ def test_no_chat_text_in_the_shards(shards, chats):
 
 
 def _build_module():
-    spec = importlib.util.spec_from_file_location("build_starter", PKG / "build_starter.py")
+    spec = importlib.util.spec_from_file_location("build_starter", ROOT / "dev" / "build_starter.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -18,8 +18,9 @@ from fakehub import FakeHub
 from nanochat import plugins
 from nanochat.plugins import UnknownName
 from nanochat.tasks import (ConversationError, HubTask, Task, TaskDataMissing, TaskError, TaskMixture, TaskSequence,
-                            cmd_download, cmd_list, extract_answer, load_hub_rows, render_mc, resolve,
-                            shuffled_indices, validate_conversation)
+                            extract_answer, load_hub_rows, render_mc, resolve, shuffled_indices,
+                            validate_conversation)
+from nanochat.tasks_cli import cmd_download, cmd_list
 
 REPO = Path(__file__).resolve().parent.parent
 try:

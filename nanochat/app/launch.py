@@ -17,6 +17,19 @@ def launch_log(name: str) -> Path:
     return paths.runs_dir() / name / "launch.log"
 
 
+def forget_refused(name: str) -> None:
+    """A launch that `nanochat run` refused before the run existed leaves only its launch.log: remove it
+    (after its last lines were shown), so no empty folder is left under runs/ to puzzle over."""
+    folder = launch_log(name).parent
+    if (folder / "run.json").exists():
+        return
+    launch_log(name).unlink(missing_ok=True)
+    try:
+        folder.rmdir()  # only when nothing else is there
+    except OSError:
+        pass
+
+
 def run_command(name: str, preset: str | None = None, overrides=(), device: str | None = None,
                 nproc: int = 1) -> list[str]:
     cmd = [sys.executable, "-m", "nanochat.app.launch", "run", "--name", name]

@@ -25,7 +25,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,7 +32,9 @@ import zipfile
 from pathlib import Path
 
 from nanochat import paths
+from nanochat.atomic import atomic_write_json, publish
 from nanochat.errors import NanochatError
+from nanochat.fetch import PERMANENT_HTTP, Progress, offline, retrying
 
 OFFICIAL_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
 # url -> sha256 of its zip. The official zip could not be fetched where this was written, so its
@@ -41,7 +42,6 @@ OFFICIAL_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.z
 KNOWN_SHA256: dict[str, str] = {}
 MARKER = ".source.json"
 REQUIRED = ("core.yaml", "eval_meta_data.csv", "eval_data")
-PERMANENT_HTTP = (400, 401, 403, 404, 410)  # retrying will not help
 CHUNK = 1 << 20
 
 
@@ -133,11 +133,9 @@ def _not_reusable(target: Path, url: str, expected: str | None) -> str | None:
 
 def _check_allowed(url: str) -> None:
     # Tests (and people who want no surprise traffic) set NANOCHAT_OFFLINE: only local sources then.
-    parsed = urllib.parse.urlparse(url)
-    local = parsed.scheme == "file" or parsed.hostname in ("127.0.0.1", "localhost", "::1")
-    if os.environ.get("NANOCHAT_OFFLINE") and not local:
-        raise BundleError(f"NANOCHAT_OFFLINE is set, so the eval bundle is not downloaded from {url}. "
-                          + _by_hand())
+    blocked = offline(url)
+    if blocked:
+        raise BundleError(f"{blocked} is set, so the eval bundle is not downloaded from {url}. " + _by_hand())
 
 
 def _by_hand() -> str:
@@ -163,9 +161,10 @@ def _locked(path: Path, log):
 
 def _download(url: str, part: Path, *, retries: int, backoff: float, timeout: float, log) -> None:
     """Fetch `url` into `part`, resuming what is already there; retry transient failures with backoff."""
-    failures = 0
-    while True:
-        have = part.stat().st_size if part.exists() else 0
+    had = [0]  # bytes on disk when the latest attempt started
+
+    def attempt(n: int) -> None:
+        have = had[0] = part.stat().st_size if part.exists() else 0
         headers = {"User-Agent": "nanochat"} | ({"Range": f"bytes={have}-"} if have else {})
         try:
             with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
@@ -173,30 +172,29 @@ def _download(url: str, part: Path, *, retries: int, backoff: float, timeout: fl
                 if have and status != 206:
                     have = 0  # the server ignored the Range: start over
                 total = _total_size(resp, have)
-                _copy(resp, part, have, total, log)
-            size = part.stat().st_size
-            if total is not None and size != total:
-                raise http.client.IncompleteRead(b"", total - size)
-            return
+                progress = Progress("eval bundle", 1, log=log)
+                progress.expect_bytes(total, have)
+                _copy(resp, part, have, progress)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have:  # asked past the end: the partial file is stale
                 part.unlink()
-                error = exc
             elif exc.code in PERMANENT_HTTP:
                 raise BundleError(f"{url} answered HTTP {exc.code} {exc.reason}; check the URL (bundle_url setting "
                                   f"or NANOCHAT_EVAL_BUNDLE_URL). " + _by_hand()) from None
-            else:
-                error = exc
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            error = exc
-        grew = part.exists() and part.stat().st_size > have
-        failures = 0 if grew else failures + 1  # a transfer that made progress earns fresh retries
-        if failures > retries:
-            raise BundleError(f"could not download the CORE eval bundle from {url} "
-                              f"({_reason(error)}; {retries + 1} tries). " + _by_hand()) from None
-        delay = backoff * 2 ** max(failures - 1, 0)
-        log(f"eval bundle download interrupted ({_reason(error)}); retrying in {delay:.1f}s")
-        time.sleep(delay)
+            raise
+        size = part.stat().st_size
+        if total is not None and size != total:
+            raise http.client.IncompleteRead(b"", total - size)
+
+    def on_retry(n: int, exc: BaseException, delay: float) -> None:
+        log(f"eval bundle download interrupted ({_reason(exc)}); retrying in {delay:.1f}s")
+
+    try:
+        retrying(attempt, tries=retries + 1, backoff=backoff, fatal=(BundleError,), on_retry=on_retry,
+                 progressed=lambda: part.exists() and part.stat().st_size > had[0])  # progress earns fresh tries
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise BundleError(f"could not download the CORE eval bundle from {url} "
+                          f"({_reason(exc)}; {retries + 1} tries). " + _by_hand()) from None
 
 
 def _total_size(resp, have: int) -> int | None:
@@ -207,17 +205,11 @@ def _total_size(resp, have: int) -> int | None:
     return have + int(length) if length and length.isdigit() else None
 
 
-def _copy(resp, part: Path, have: int, total: int | None, log) -> None:
-    step = max((total or 0) // 10, 16 * CHUNK)  # about ten progress lines per download
-    next_report = have + step
+def _copy(resp, part: Path, have: int, progress: Progress) -> None:
     with open(part, "ab" if have else "wb") as f:
-        done = have
         while chunk := resp.read(CHUNK):
             f.write(chunk)
-            done += len(chunk)
-            if done >= next_report:
-                log(f"eval bundle: {done / 1e6:.1f}" + (f" / {total / 1e6:.1f}" if total else "") + " MB")
-                next_report += step
+            progress.add_bytes(len(chunk))
 
 
 def _reason(exc: BaseException) -> str:
@@ -253,12 +245,12 @@ def _extract(zip_path: Path, target: Path, marker: dict) -> None:
         root = tmp / "eval_bundle" if (tmp / "eval_bundle" / "core.yaml").is_file() else tmp
         check_layout(root, f"the zip from {marker['url']}")
         files = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
-        (root / MARKER).write_text(json.dumps({**marker, "files": files}, indent=1) + "\n", encoding="utf-8")
+        atomic_write_json(root / MARKER, {**marker, "files": files})
         old = None
         if target.exists():
             old = target.with_name(f".eval_bundle.old.{os.getpid()}")
             target.rename(old)
-        root.rename(target)
+        publish(root, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -17,18 +17,18 @@ cropped on the left to the model's training length. Accuracy is centered on the 
 baseline, (acc - b) / (1 - b), and CORE is the mean centered accuracy. These rules are those of
 nanochat's reference implementation, so the numbers compare with its published ones.
 
-core.yaml is read by `parse_yaml`, a small reader for the YAML the bundle is written in (no PyYAML).
+core.yaml is read with PyYAML's safe loader (`parse_yaml`).
 """
 import csv
 import math
 import random
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from nanochat.distributed import World
 from nanochat.errors import NanochatError
@@ -46,7 +46,9 @@ class CoreError(NanochatError):
 
 
 @dataclass(frozen=True)
-class Task:
+class CoreTask:
+    """One CORE task of core.yaml (named apart from `nanochat.tasks.Task`, the chat-task plugin contract)."""
+
     label: str
     dataset_uri: str  # relative to eval_data/
     task_type: str
@@ -56,7 +58,7 @@ class Task:
 
 
 # -- the bundle's files ------------------------------------------------------------------------------
-def load_tasks(bundle_dir: Path, only=None) -> list[Task]:
+def load_tasks(bundle_dir: Path, only=None) -> list[CoreTask]:
     """The tasks of core.yaml in file order (or the labels in `only`), with their random baselines."""
     bundle_dir = Path(bundle_dir)
     config_path = bundle_dir / "core.yaml"
@@ -83,7 +85,7 @@ def load_tasks(bundle_dir: Path, only=None) -> list[Task]:
         shots = shots[0] if isinstance(shots, list) and shots else shots  # the bundle writes [k]
         if isinstance(shots, bool) or not isinstance(shots, int) or shots < 0:
             raise CoreError(f"{config_path}: task {label} has num_fewshot {entry['num_fewshot']!r}; expected [k]")
-        tasks.append(Task(label, str(entry["dataset_uri"]), entry["icl_task_type"], shots,
+        tasks.append(CoreTask(label, str(entry["dataset_uri"]), entry["icl_task_type"], shots,
                           str(entry.get("continuation_delimiter", " ")), baselines[label]))
     if only:
         wanted = [only] if isinstance(only, str) else list(only)
@@ -108,7 +110,7 @@ def load_baselines(csv_path: Path) -> dict[str, float]:
         raise CoreError(f"{csv_path}: a 'Random baseline' is not a number ({exc})") from None
 
 
-def load_items(bundle_dir: Path, task: Task, max_per_task: int = -1) -> list[dict]:
+def load_items(bundle_dir: Path, task: CoreTask, max_per_task: int = -1) -> list[dict]:
     """The task's items, shuffled with Random(1337), the first `max_per_task` of them when it is > 0."""
     path = Path(bundle_dir) / "eval_data" / task.dataset_uri
     if not path.is_file():
@@ -124,7 +126,7 @@ def load_items(bundle_dir: Path, task: Task, max_per_task: int = -1) -> list[dic
 
 
 # -- prompts -----------------------------------------------------------------------------------------
-def shots_used(task: Task, num_items: int) -> int:
+def shots_used(task: CoreTask, num_items: int) -> int:
     """A tiny max_per_task can leave fewer other items than the task's k: then all of them are used."""
     return max(min(task.num_fewshot, num_items - 1), 0)
 
@@ -138,19 +140,19 @@ def fewshot_examples(items: list[dict], idx: int, k: int) -> list[dict]:
     return [items[i] for i in random.Random(FEWSHOT_SEED + idx).sample(others, k)]
 
 
-def render_mc(item: dict, delimiter: str, fewshot: list[dict]) -> list[str]:
+def prompts_mc(item: dict, delimiter: str, fewshot: list[dict]) -> list[str]:
     """One prompt per choice; they share everything up to the choice."""
     shots = "".join(f"{ex['query']}{delimiter}{ex['choices'][ex['gold']]}\n\n" for ex in fewshot)
     return [f"{shots}{item['query']}{delimiter}{choice}" for choice in item["choices"]]
 
 
-def render_schema(item: dict, delimiter: str, fewshot: list[dict]) -> list[str]:
+def prompts_schema(item: dict, delimiter: str, fewshot: list[dict]) -> list[str]:
     """One prompt per context option; they share the continuation at the end."""
     shots = "".join(f"{ex['context_options'][ex['gold']]}{delimiter}{ex['continuation']}\n\n" for ex in fewshot)
     return [f"{shots}{context}{delimiter}{item['continuation']}" for context in item["context_options"]]
 
 
-def render_lm(item: dict, delimiter: str, fewshot: list[dict]) -> list[str]:
+def prompts_lm(item: dict, delimiter: str, fewshot: list[dict]) -> list[str]:
     """[prompt without the continuation, prompt with it]. Contexts are stripped (some end in spaces),
     and so is the first prompt, so that its tokens are a prefix of the second's."""
     shots = "".join(f"{ex['context'].strip()}{delimiter}{ex['continuation']}\n\n" for ex in fewshot)
@@ -158,7 +160,7 @@ def render_lm(item: dict, delimiter: str, fewshot: list[dict]) -> list[str]:
     return [prompt.strip(), prompt + item["continuation"]]
 
 
-RENDER = {"multiple_choice": render_mc, "schema": render_schema, "language_modeling": render_lm}
+PROMPTS = {"multiple_choice": prompts_mc, "schema": prompts_schema, "language_modeling": prompts_lm}
 
 
 def common_length(rows: list[list[int]], from_end: bool = False) -> int:
@@ -205,9 +207,9 @@ def encode_example(tokenizer, task_type: str, prompts: list[str], gold: int | No
     return Example(rows, spans, gold)
 
 
-def prepare(tokenizer, task: Task, items: list[dict], idx: int, max_len: int | None) -> Example:
+def prepare(tokenizer, task: CoreTask, items: list[dict], idx: int, max_len: int | None) -> Example:
     item = items[idx]
-    prompts = RENDER[task.task_type](item, task.delimiter, fewshot_examples(items, idx, task.num_fewshot))
+    prompts = PROMPTS[task.task_type](item, task.delimiter, fewshot_examples(items, idx, task.num_fewshot))
     return encode_example(tokenizer, task.task_type, prompts, item.get("gold"), max_len)
 
 
@@ -259,7 +261,7 @@ def score_batch(model, examples: list[Example], pad_id: int, device) -> list[boo
     return correct
 
 
-def evaluate_task(model, tokenizer, task: Task, items: list[dict], *, device, world: World | None = None,
+def evaluate_task(model, tokenizer, task: CoreTask, items: list[dict], *, device, world: World | None = None,
                   max_len: int | None = None, batch_tokens: int = 8192) -> tuple[int, int]:
     """(correct, evaluated) over all ranks. Rank r takes items r, r + size, ...; several items share a
     forward while rows x longest row stays within `batch_tokens` (an item never splits)."""
@@ -350,190 +352,11 @@ def summarize(rows: list[dict], bundle_tasks: list[str], max_per_task: int = -1)
 
 # -- core.yaml ---------------------------------------------------------------------------------------
 def parse_yaml(text: str):
-    """Parse the YAML subset the eval bundle's core.yaml is written in.
-
-    Supported: block mappings and block sequences nested by indentation (a sequence may sit at its
-    key's indentation; items may be `-` alone on a line or `- key: value`), `# comments`, flow
-    lists of scalars (`[10]`), and scalars: plain (int, float, true/false, null, text), 'single' and
-    "double" quoted (with backslash escapes). Not supported, and reported as an error with the line:
-    anchors/aliases, tags, multi-line strings (| and >), flow mappings ({...}), several documents.
-    """
-    lines = []
-    for n, raw in enumerate(text.splitlines(), 1):
-        if "\t" in raw[:len(raw) - len(raw.lstrip())]:
-            raise ValueError(f"line {n}: tabs in indentation are not YAML")
-        content = _strip_comment(raw).rstrip()
-        if content.strip() in ("", "---"):
-            continue
-        lines.append((len(content) - len(content.lstrip(" ")), content.strip(), n))
-    if not lines:
-        return None
-    value, at = _block(lines, 0, lines[0][0])
-    if at < len(lines):
-        raise ValueError(f"line {lines[at][2]}: unexpected indentation")
-    return value
-
-
-def _block(lines, at, indent):
-    if lines[at][1] == "-" or lines[at][1].startswith("- "):
-        return _sequence(lines, at, indent)
-    return _mapping(lines, at, indent)
-
-
-def _sequence(lines, at, indent):
-    items = []
-    while at < len(lines) and lines[at][0] == indent and (lines[at][1] == "-" or lines[at][1].startswith("- ")):
-        rest, n = lines[at][1][1:].lstrip(" "), lines[at][2]
-        if not rest:  # "-" alone: the item is the indented block below
-            if at + 1 < len(lines) and lines[at + 1][0] > indent:
-                item, at = _block(lines, at + 1, lines[at + 1][0])
-            else:
-                item, at = None, at + 1
-        elif _split_key(rest, n) is not None:  # "- key: value": a mapping whose first line is this one
-            offset = indent + len(lines[at][1]) - len(rest)
-            lines[at] = (offset, rest, n)
-            item, at = _mapping(lines, at, offset)
-        else:
-            item, at = _scalar(rest, n), at + 1
-        items.append(item)
-    return items, at
-
-
-def _mapping(lines, at, indent):
-    result = {}
-    while at < len(lines) and lines[at][0] == indent:
-        text, n = lines[at][1], lines[at][2]
-        if text == "-" or text.startswith("- "):
-            raise ValueError(f"line {n}: a list item where a 'key: value' was expected")
-        split = _split_key(text, n)
-        if split is None:
-            raise ValueError(f"line {n}: expected 'key: value', got {text!r}")
-        key, rest = split
-        if rest:
-            result[key], at = _scalar(rest, n), at + 1
-        elif at + 1 < len(lines) and (lines[at + 1][0] > indent or (
-                lines[at + 1][0] == indent and lines[at + 1][1].startswith("-"))):
-            result[key], at = _block(lines, at + 1, lines[at + 1][0])  # a sequence may sit at the key's indent
-        else:
-            result[key], at = None, at + 1
-    if at < len(lines) and lines[at][0] > indent:
-        raise ValueError(f"line {lines[at][2]}: unexpected indentation")
-    return result, at
-
-
-_KEY = re.compile(r"^([A-Za-z0-9_.\-]+|\"[^\"]*\"|'[^']*')\s*:(?:\s+(.*))?$")
-
-
-def _split_key(text, n):
-    m = _KEY.match(text)
-    if not m:
-        return None
-    key = m.group(1)
-    return (key[1:-1] if key[0] in "'\"" else key), (m.group(2) or "").strip()
-
-
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "a": "\a", "b": "\b", "e": "\x1b", "f": "\f",
-            "v": "\v", '"': '"', "\\": "\\", "/": "/", " ": " ", "N": "\x85", "_": "\xa0"}
-
-
-def _scalar(text, n):
-    if text[0] in "&*!|>{%@`":
-        raise ValueError(f"line {n}: {text!r} uses YAML syntax this reader does not support "
-                         f"(anchors, tags, block strings, flow mappings)")
-    if text[0] == "[":
-        if not text.endswith("]"):
-            raise ValueError(f"line {n}: a flow list must end on its line: {text!r}")
-        inner = text[1:-1].strip()
-        return [_scalar(part.strip(), n) for part in _split_commas(inner, n)] if inner else []
-    if text[0] in "'\"":
-        end = _quote_end(text, 0)
-        if end != len(text) - 1:
-            raise ValueError(f"line {n}: {text!r} is not one quoted string (multi-line strings are not supported)")
-        return text[1:-1].replace("''", "'") if text[0] == "'" else _unescape(text[1:-1], n)
-    if text in ("~", "null", "Null", "NULL"):
-        return None
-    if text in ("true", "True", "TRUE", "false", "False", "FALSE"):
-        return text.lower() == "true"
-    if re.fullmatch(r"[-+]?[0-9]+", text):
-        return int(text)
-    if re.fullmatch(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+", text):
-        return float(text)
-    return text
-
-
-def _unescape(body, n):
-    out, i = [], 0
-    while i < len(body):
-        ch = body[i]
-        if ch != "\\":
-            out.append(ch)
-            i += 1
-            continue
-        code = body[i + 1] if i + 1 < len(body) else ""
-        if code in _ESCAPES:
-            out.append(_ESCAPES[code])
-            i += 2
-        elif code in "xuU":
-            width = {"x": 2, "u": 4, "U": 8}[code]
-            digits = body[i + 2:i + 2 + width]
-            if len(digits) != width or not re.fullmatch(r"[0-9a-fA-F]+", digits):
-                raise ValueError(f"line {n}: bad escape \\{code}{digits}")
-            out.append(chr(int(digits, 16)))
-            i += 2 + width
-        else:
-            raise ValueError(f"line {n}: unknown escape \\{code} in a double-quoted string")
-    return "".join(out)
-
-
-def _quote_end(text, i):
-    """Index of the quote closing the string that opens at text[i], or -1 if it does not close."""
-    quote, j = text[i], i + 1
-    while j < len(text):
-        if quote == '"' and text[j] == "\\":
-            j += 2
-            continue
-        if text[j] == quote:
-            if quote == "'" and text[j + 1:j + 2] == "'":  # '' is a quote inside '...'
-                j += 2
-                continue
-            return j
-        j += 1
-    return -1
-
-
-def _split_commas(inner, n):
-    """Split a flow list's inside on commas that are not within quotes."""
-    parts, start, i = [], 0, 0
-    while i < len(inner):
-        ch = inner[i]
-        if ch in "'\"" and not inner[start:i].strip():
-            end = _quote_end(inner, i)
-            if end < 0:
-                raise ValueError(f"line {n}: unterminated quoted string in {inner!r}")
-            i = end + 1
-            continue
-        if ch in "[{":
-            raise ValueError(f"line {n}: nested flow collections are not supported")
-        if ch == ",":
-            parts.append(inner[start:i])
-            start = i + 1
-        i += 1
-    parts.append(inner[start:])
-    return parts
-
-
-def _strip_comment(line):
-    """Drop a '#' comment: one at the line start or after a space, outside quoted strings."""
-    i = 0
-    while i < len(line):
-        ch = line[i]
-        if ch in "'\"" and (i == 0 or line[i - 1] in " \t:-[,"):  # a quote that opens a string
-            end = _quote_end(line, i)
-            if end < 0:
-                return line
-            i = end + 1
-            continue
-        if ch == "#" and (i == 0 or line[i - 1] in " \t"):
-            return line[:i]
-        i += 1
-    return line
+    """core.yaml as Python values (PyYAML's safe loader); a syntax error becomes a ValueError naming the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{where}{problem}; fix the YAML (or fetch the bundle again)") from None

@@ -162,7 +162,7 @@ class StageContext:
     def write_report(self, markdown: str) -> None:
         """This stage's section of the report card (markdown, starting with a '## ' heading)."""
         if self.world.is_main:
-            from nanochat.runs import atomic_write_text
+            from nanochat.atomic import atomic_write_text
             atomic_write_text(self.stage_dir / "report.md", markdown.rstrip() + "\n")
 
     # -- artifacts -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from nanochat.checkpoint import load_model
 from nanochat.evaluation import bundle as eval_bundle
 from nanochat.evaluation.core import evaluate_core, load_tasks, summarize
-from nanochat.runs import atomic_write_text
+from nanochat.atomic import atomic_write_text
 from nanochat.stages import CommonSettings, StageError
 
 

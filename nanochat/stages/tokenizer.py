@@ -4,11 +4,11 @@ The tokenizer is the first artifact of every run: `checkpoints/tokenizer/` holds
 tokenizer.json. Training is one pass over the corpus (seconds to minutes), so an interrupted stage
 simply trains again; a finished tokenizer on disk is reused.
 """
-import os
 import statistics
 import time
 from dataclasses import dataclass
 
+from nanochat.fetch import offline
 from nanochat.stages import CommonSettings, StageError
 from nanochat.tokenizer import Tokenizer
 
@@ -32,7 +32,7 @@ OFFLINE_REASON = "offline (tiktoken could not fetch its file)"
 
 
 class _NoFetch(ConnectionError):
-    """Raised instead of a download while NANOCHAT_OFFLINE is set: tiktoken's cache is all there is."""
+    """Raised instead of a download while offline (nanochat.fetch.offline): tiktoken's cache is all there is."""
 
 
 def _refuse_fetch(blobpath):
@@ -45,10 +45,10 @@ def reference_encodings() -> tuple[dict, dict]:
     import tiktoken
     import tiktoken.load
     found, skipped = {}, {}
-    offline = bool(os.environ.get("NANOCHAT_OFFLINE"))
+    no_fetch = offline("https://openaipublic.blob.core.windows.net") is not None  # where tiktoken fetches from
     real_read_file = tiktoken.load.read_file
     for name in REFERENCES:
-        if offline:  # a cached file is still read; only the fetch is refused
+        if no_fetch:  # a cached file is still read; only the fetch is refused
             tiktoken.load.read_file = _refuse_fetch
         try:
             found[name] = tiktoken.get_encoding(name)

@@ -7,7 +7,8 @@ this package instantly; the datasets import what they need inside their methods.
 from pathlib import Path
 
 from nanochat import hookimpl
-from nanochat.datasets import HubDataset, ShardedDataset
+from nanochat.datasets import DownloadSummary, ShardedDataset
+from nanochat.download import HubDataset
 
 from .local import LocalDataset
 
@@ -27,7 +28,6 @@ class StarterDataset(ShardedDataset):
         return "reinstall nanochat (the starter shards ship inside the nanochat_datasets package)"
 
     def download(self, num_shards=None, workers=4, **options):
-        from nanochat.download import DownloadSummary
         return DownloadSummary(self.spec, STARTER_DIR, skipped=[p.name for p in self.shard_paths()])
 
     def chat_path(self) -> Path:

@@ -16,14 +16,14 @@ The source folder is only ever read.
 """
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Iterator
 
-from nanochat.datasets import DatasetError, ShardedDataset, shard_name, write_shard
+from nanochat.atomic import atomic_write_json, publish, temp_path
+from nanochat.datasets import DatasetError, DownloadSummary, ShardedDataset, shard_name, write_shard
 from nanochat.textfiles import collect_files, iter_documents, open_text_parquet
 
 SHARD_CHARS = 100_000_000   # text per converted shard (~40 MB of parquet)
@@ -76,7 +76,6 @@ class LocalDataset(ShardedDataset):
 
     def download(self, num_shards=None, workers=4, **options):
         """Nothing to fetch: convert the folder now (if needed) so training starts without waiting."""
-        from nanochat.download import DownloadSummary
         start = time.monotonic()
         self.prepare()
         names = [p.name for p in self.shard_paths()]
@@ -123,14 +122,14 @@ def _convert(source: Path, files: list[Path], cache: Path) -> None:
     """Write the shards into a temporary folder and rename it into place: a cache is whole or absent."""
     print(f"local:{source}: converting {len(files)} file(s) into parquet shards in {cache}", file=sys.stderr)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    tmp = temp_path(cache)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         counts = _write_shards(iter_documents(files), tmp, source)
-        (tmp / "source.json").write_text(json.dumps({"source": str(source), "files": len(files), **counts}, indent=2))
+        atomic_write_json(tmp / "source.json", {"source": str(source), "files": len(files), **counts})
         try:
-            os.rename(tmp, cache)
+            publish(tmp, cache)
         except OSError:
             if not (cache / "source.json").exists():  # not another process finishing first: a real error
                 raise

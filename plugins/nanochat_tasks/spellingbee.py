@@ -3,7 +3,7 @@ with a calculator call `'strawberry'.count('r')`.
 
 Small models see tokens, not letters, so spelling has to be taught. Each example is generated from its
 split and index alone (a string-seeded random.Random), so it is the same on every machine. Words come
-from words.txt (built from the starter corpus by build_words.py); one word in ten, chosen by a hash of
+from words.txt (built from the starter corpus by dev/build_words.py); one word in ten, chosen by a hash of
 the word, is kept for the test split, so test words are never seen in training. Questions are in
 English or Chinese; the answer ends with `#### N`, scored like GSM8K.
 """

@@ -253,8 +253,9 @@ class RunsScreen(BaseScreen):
                 continue
             del self.app.launched[name]
             if code != 0:
-                from nanochat.app.launch import launch_log
+                from nanochat.app.launch import forget_refused, launch_log
                 tail = "\n".join(last_lines(launch_log(name), 3))
+                forget_refused(name)
                 self.notify(t("runs.launch_failed", name=name, code=code) + "\n" + tail, severity="error",
                             timeout=15)
 

