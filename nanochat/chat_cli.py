@@ -14,6 +14,7 @@ import sys
 
 from nanochat.errors import NanochatError
 from nanochat.i18n import t
+from nanochat.models import add_model_arguments
 
 COMMANDS = ("/clear", "/system", "/temperature", "/top-k", "/help", "/quit")
 
@@ -23,17 +24,12 @@ class ChatError(NanochatError):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--run", help="the run whose model to load (default: the newest run with a finished one)")
-    parser.add_argument("--stage", choices=["sft", "mid", "rl", "base"],
-                        help="which model of the run (default: rl, else sft, else mid); base completes text")
-    parser.add_argument("--checkpoint", metavar="PATH", help="a checkpoint folder to load instead of a run's model")
-    parser.add_argument("--tokenizer", metavar="DIR", help="the tokenizer for --checkpoint (default: its run's)")
+    add_model_arguments(parser, "to load")
     parser.add_argument("-p", "--prompt", help="ask one question, print the reply and exit")
     parser.add_argument("--temperature", type=float, default=0.6, help="0 = always the most likely token")
     parser.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens (0 = all)")
     parser.add_argument("--max-tokens", type=int, default=512, help="the longest reply, in tokens")
     parser.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
-    parser.add_argument("--device", default="auto", help="device backend (cpu, cuda, mps) or auto")
 
 
 def load(args):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from nanochat.atomic import publish
 from nanochat.datasets import DatasetError, DownloadSummary, ShardedDataset, shard_name
-from nanochat.fetch import PERMANENT_HTTP, Progress, offline, retrying, size_text
+from nanochat.fetch import PERMANENT_HTTP, TransferProgress, hub_byte_counter, offline, retrying, size_text
 
 STAGING = ".download"
 STALE_PARTIAL_S = 600  # a partial file untouched this long belongs to a download that died
@@ -41,6 +41,11 @@ class DownloadError(DatasetError):
 
 class _Cancelled(Exception):
     """Raised inside a download thread to stop it (Ctrl-C in the main thread)."""
+
+
+def _stop_if(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise _Cancelled()
 
 
 # -- the dataset kind this module fetches -----------------------------------------------------------
@@ -113,32 +118,6 @@ def verify_shard(path: Path, *, size: int | None = None, sha256: str | None = No
         raise ShardError(f"{path} is not a readable parquet shard ({exc})") from None
 
 
-# -- progress --------------------------------------------------------------------------------------
-def _byte_counter(progress: Progress, stop: threading.Event):
-    """A tqdm class for huggingface_hub that draws nothing: it feeds our progress and honours Ctrl-C."""
-    from tqdm import tqdm
-
-    class ByteCounter(tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-
-        def update(self, n=1):
-            if stop.is_set():
-                raise _Cancelled()
-            progress.add_bytes(n or 0)
-
-        # Having these tells huggingface_hub's Xet path to use one bar, not a second one for network bytes
-        # (which would count every byte twice); we show file bytes only.
-        def update_transfer(self, n=1):
-            pass
-
-        def set_transfer_postfix_str(self, *args, **kwargs):
-            pass
-
-    return ByteCounter
-
-
 # -- one shard -------------------------------------------------------------------------------------
 @dataclass
 class _Job:
@@ -147,7 +126,7 @@ class _Job:
     token: str | bool | None
     retries: int
     backoff: float
-    progress: Progress
+    progress: TransferProgress
     stop: threading.Event
     counter: type
 
@@ -237,9 +216,10 @@ def download(dataset: ShardedDataset, num_shards: int | None, workers: int = 4, 
     local.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(local / STAGING)
 
-    progress = Progress(dataset.spec, len(indices), out, unit="shards")
+    progress = TransferProgress(dataset.spec, len(indices), out, unit="shards")
     stop = threading.Event()
-    job = _Job(dataset, endpoint, token, retries, backoff, progress, stop, _byte_counter(progress, stop))
+    counter = hub_byte_counter(progress, lambda: _stop_if(stop))  # also stops a thread's transfer on Ctrl-C
+    job = _Job(dataset, endpoint, token, retries, backoff, progress, stop, counter)
     summary = DownloadSummary(dataset.spec, local)
     if num_shards > dataset.num_train_shards:
         out.write(f"{dataset.spec} has only {dataset.num_train_shards} training shards; fetching all of them\n")

@@ -8,7 +8,8 @@ hub (task_data.py) and the CORE eval bundle (evaluation/bundle.py) all go throug
   raised at once, and a transfer that made progress earning fresh tries.
 - `PERMANENT_HTTP`: the HTTP answers that retrying cannot fix.
 - `unreachable(url)`: one quick TCP connect, so a machine with no network learns it at once.
-- `Progress`: the one progress display (a line per finished file, a live status line on a terminal).
+- `TransferProgress`: the one progress display (a line per finished file, a live status line on a terminal);
+  `hub_byte_counter` feeds it from huggingface_hub downloads instead of hub's own bars.
 """
 import os
 import socket
@@ -93,7 +94,7 @@ def size_text(n: float) -> str:
         n /= 1000
 
 
-class Progress:
+class TransferProgress:
     """One line per event, plus a live status line (files done, bytes, rate) when `out` is a terminal.
 
     Lines go to `out` (a text stream), or to `log(text)` when given (a stage's log): there, instead of the
@@ -150,3 +151,31 @@ class Progress:
         if self.live:
             self.out.write("\r\033[K")
             self.out.flush()
+
+
+def hub_byte_counter(progress: TransferProgress, on_update: Callable[[], None] | None = None) -> type:
+    """A tqdm class for huggingface_hub's `tqdm_class=` that draws nothing and feeds `progress` instead.
+
+    `on_update()` is called with every chunk; raising there stops the download (Ctrl-C in another thread).
+    """
+    from tqdm import tqdm
+
+    class ByteCounter(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            if on_update is not None:
+                on_update()
+            progress.add_bytes(n or 0)
+
+        # Having these tells huggingface_hub's Xet path to use one bar, not a second one for network bytes
+        # (which would count every byte twice); we show file bytes only.
+        def update_transfer(self, n=1):
+            pass
+
+        def set_transfer_postfix_str(self, *args, **kwargs):
+            pass
+
+    return ByteCounter

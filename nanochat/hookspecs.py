@@ -12,9 +12,9 @@ hookspec = pluggy.HookspecMarker("nanochat")
 def nanochat_backend(register):
     """Register device backends (cpu, cuda, mps, ...).
 
-    A backend has `name`, `priority`, `dist_backend`, and the methods `is_available()`,
-    `device(local_rank)`, `compute_dtype()`, `synchronize()`, `memory()`, `peak_flops(dtype)`,
-    `compile_is_wise()`, `describe()`.
+    A backend meets `nanochat.contracts.Backend`: `name`, `priority`, `dist_backend`, and the methods
+    `is_available()`, `device(local_rank)`, `compute_dtype()`, `synchronize()`, `memory()`,
+    `peak_flops(dtype)`, `compile_is_wise()`, `describe()`.
     """
 
 
@@ -22,7 +22,8 @@ def nanochat_backend(register):
 def nanochat_optimizer(register):
     """Register optimizers (muon, adamw, ...).
 
-    An optimizer has `name`, `description` and `build(model, hparams, world)` returning a
+    An optimizer meets `nanochat.contracts.Optimizer`: `name`, `description` and
+    `build(model, hparams, world)` returning a
     torch optimizer with `state_dict()` / `load_state_dict()` that syncs gradients itself
     when `world.size > 1`.
     """
@@ -52,7 +53,8 @@ def nanochat_task(register):
 def nanochat_observer(register):
     """Register event observers (loggers such as wandb or tensorboard).
 
-    An observer has `name`, `is_enabled(run_info)` and `on_event(event)` where `event` is a dict
+    An observer meets `nanochat.contracts.Observer`: `name`, `is_enabled(run_info)` and
+    `on_event(event)` where `event` is a dict
     with at least `type` ("stage_start", "metrics", "checkpoint", "stage_done", "stage_failed"),
     `run`, `stage`.
     """

@@ -103,6 +103,17 @@ def _kind_of(run, stage_name):
     return next((a.removesuffix("-model") for a in artifacts if a.endswith("-model")), None)
 
 
+def add_model_arguments(parser, role: str) -> None:
+    """--run, --stage, --checkpoint, --tokenizer, --device: how `nanochat chat` and `nanochat serve` name the
+    model they `load_engine`. `role` finishes "the run whose model ..." (e.g. "to load")."""
+    parser.add_argument("--run", help=f"the run whose model {role} (default: the newest run with a finished one)")
+    parser.add_argument("--stage", choices=["rl", "sft", "mid", "base"],
+                        help=f"which model of the run {role} (default: rl, else sft, else mid); base completes text")
+    parser.add_argument("--checkpoint", metavar="PATH", help=f"a checkpoint folder {role} instead of a run's model")
+    parser.add_argument("--tokenizer", metavar="DIR", help="the tokenizer for --checkpoint (default: its run's)")
+    parser.add_argument("--device", default="auto", help="device backend (cpu, cuda, mps) or auto")
+
+
 def load_engine(run_name=None, kind=None, checkpoint=None, tokenizer_dir=None, device="auto", local_rank=0):
     """(engine, mode "chat" or "base", a line saying what was loaded, the ModelRef or None for a bare
     checkpoint). `checkpoint` overrides the run lookup; its run's tokenizer is used unless `tokenizer_dir`.

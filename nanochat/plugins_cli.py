@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from nanochat.atomic import atomic_write_text
 from nanochat.errors import NanochatError
 from nanochat.table import print_table
 
@@ -88,9 +89,7 @@ def new(name: str, kind: str, where: Path) -> int:
     files = {"pyproject.toml": PYPROJECT, f"{package}/__init__.py": TASK_MODULE, f"tests/test_{package}.py": TASK_TEST,
              "README.md": README}
     for rel, template in files.items():
-        path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(template.format(**values), encoding="utf-8")
+        atomic_write_text(folder / rel, template.format(**values))
     print(f"wrote {folder}/ with a task {name!r}:")
     for rel in files:
         print(f"  {rel}")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from nanochat.atomic import atomic_write_json
 from nanochat.chat_format import TaskError, shorten
-from nanochat.fetch import PERMANENT_HTTP, offline, retrying, unreachable
+from nanochat.fetch import PERMANENT_HTTP, TransferProgress, hub_byte_counter, offline, retrying, size_text, unreachable
 
 RETRY_BACKOFF_S = 0.5  # a damaged task file is small: fetch it again soon
 
@@ -121,8 +122,12 @@ def _fetch_split(repo, subset, split, endpoint, revision, fetch_hint) -> dict:
                               f"splits there: {', '.join(found) or 'none'}")
     base = hub_cache_dir(repo)
     base.mkdir(parents=True, exist_ok=True)
+    progress = TransferProgress(what, len(files), sys.stderr)
     for path in files:
-        _download_checked(hf_hub_download, repo, path, base, endpoint, revision, what, fix)
+        local = _download_checked(hf_hub_download, repo, path, base, endpoint, revision, what, fix,
+                                  hub_byte_counter(progress))
+        progress.line(f"{path} {size_text(local.stat().st_size)}", finished=True)
+    progress.close()
     import pyarrow.parquet as pq
     rows = sum(pq.read_metadata(base / f).num_rows for f in files)
     info = {"repo": repo, "subset": subset, "split": split, "revision": revision or "main", "files": files,
@@ -132,7 +137,7 @@ def _fetch_split(repo, subset, split, endpoint, revision, fetch_hint) -> dict:
     return info
 
 
-def _download_checked(hf_hub_download, repo, path, base, endpoint, revision, what, fix, tries=3):
+def _download_checked(hf_hub_download, repo, path, base, endpoint, revision, what, fix, counter, tries=3):
     """Download one file, retrying a failed or damaged transfer (nanochat.fetch's policy)."""
     import pyarrow.parquet as pq
     from huggingface_hub.errors import HfHubHTTPError
@@ -140,7 +145,7 @@ def _download_checked(hf_hub_download, repo, path, base, endpoint, revision, wha
     def attempt(n: int) -> Path:
         try:
             local = Path(hf_hub_download(repo, path, repo_type="dataset", revision=revision, local_dir=base,
-                                         endpoint=endpoint))
+                                         endpoint=endpoint, tqdm_class=counter))
             pq.read_metadata(local)  # a truncated or corrupted download has no valid footer
             return local
         except HfHubHTTPError as exc:

@@ -1,8 +1,10 @@
-"""Pieces every training stage shares (pretrain, midtrain, SFT, RL): micro-batch streams, checkpoints that
-resume exactly, one optimizer step over accumulated micro-batches, and the progress line.
+"""Pieces the training stages share (pretrain, midtrain, SFT, RL, and base-eval's samples): micro-batch
+streams, checkpoints that resume exactly, one optimizer step over accumulated micro-batches, the progress
+line, the settings a post-training stage inherits, and the prompts models are sampled with.
 
-Each stage keeps its own loop, top to bottom in its own file; these helpers are the parts that must
-behave the same everywhere.
+Each stage keeps its own loop, top to bottom in its own file, and imports no other stage; these helpers are
+the parts that must behave the same everywhere. The schedules (learning rate, momentum, weight decay) are
+in scaling.py.
 """
 import time
 from dataclasses import dataclass, field
@@ -12,6 +14,12 @@ import torch
 
 from nanochat import checkpoint, faults
 from nanochat.stages import StageError
+
+LR_KEYS = ("embedding_lr", "unembedding_lr", "matrix_lr", "scalar_lr")  # the optimizer's learning-rate settings
+# what a base model is asked to continue (pretrain's samples, base-eval's report) and a chat model is asked
+SAMPLE_PROMPTS = ["The capital of France is", "The opposite of hot is", "If yesterday was Friday, then tomorrow will be",
+                  "The chemical symbol of gold is", "In the beginning", "床前明月光，", "学而时习之，"]
+CHAT_PROMPTS = ["What is the capital of France?", "Why is the sky blue?", "你好！你是谁？", "What is 12 * 34?"]
 
 
 def micro_streams(world, grad_accum: int) -> tuple[int, list[int]]:
@@ -214,3 +222,32 @@ def warm_start_optimizer(ctx, optimizer, ckpt) -> bool:
 
 def peak_memory_gib(backend) -> float:
     return backend.memory().get("peak_bytes", 0) / 2**30
+
+
+@torch.no_grad()
+def greedy_samples(model, tok, prompts, max_tokens: int = 16) -> list[str]:
+    """Each prompt with the model's greedy continuation: a quick look at what a base model learned."""
+    from nanochat.engine import Engine
+    engine = Engine(model, tok)
+    return [prompt + engine.complete(prompt, max_tokens=max_tokens, temperature=0.0) for prompt in prompts]
+
+
+def inherited(source_meta: dict, *, max_seq_len: int = 0, device_batch_size: int = 0, total_batch_size: int = 0,
+              lrs: dict | None = None) -> dict:
+    """Batch geometry and raw learning rates: the values given (0 / -1 = not given), else the source stage's."""
+    src_settings = source_meta.get("settings", {})
+    src_batch = source_meta.get("batch", {})
+    values = {
+        "max_seq_len": max_seq_len or source_meta["model_config"]["sequence_len"],
+        "device_batch_size": device_batch_size or src_batch.get("device_batch_size")
+        or src_settings.get("device_batch_size", 32),
+        "total_batch_size": total_batch_size or src_batch.get("total_batch_size")
+        or source_meta.get("plan", {}).get("total_batch_size") or 524288,
+    }
+    src_lrs = source_meta.get("lrs", {})
+    for key in LR_KEYS:
+        given = (lrs or {}).get(key, -1.0)
+        values[key] = given if given > 0 else src_lrs.get(key, src_settings.get(key))
+        if values[key] is None:
+            raise StageError(f"{key} is not set and the source checkpoint does not record one; set --set {key}=...")
+    return values

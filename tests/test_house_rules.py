@@ -148,3 +148,40 @@ def test_no_import_cycles_inside_nanochat():
     cycles = _cycles(graph)
     assert not cycles, ("modules that import each other (move the shared piece to one side or a third module): "
                         + "; ".join(" <-> ".join(group) for group in cycles))
+
+
+def test_no_stage_imports_another_stage():
+    # shared pieces live in training.py / scaling.py, so each stage reads top to bottom on its own
+    graph = _core_import_graph()
+    stages = {name for name in graph if name.startswith("nanochat.stages.")}
+    assert {"nanochat.stages.pretrain", "nanochat.stages.rl"} <= stages
+    for name in sorted(stages):
+        assert not graph[name] & stages, f"{name} imports the stage module(s) {sorted(graph[name] & stages)}"
+
+
+def test_builtin_plugins_meet_their_protocols():
+    from nanochat import contracts, plugins
+    registry = plugins.load({"NANOCHAT_PLUGINS": ""})
+    for kind, protocol in (("backend", contracts.Backend), ("optimizer", contracts.Optimizer),
+                           ("observer", contracts.Observer)):
+        things = registry.all(kind)
+        assert things, f"no built-in {kind}"
+        for thing in things:
+            assert isinstance(thing, protocol), f"{kind} {thing.name!r} lacks part of nanochat.contracts.{protocol.__name__}"
+
+    class Half:  # a backend that forgot most of the contract
+        name, priority, dist_backend = "half", 1, "gloo"
+
+        def is_available(self):
+            return True
+    assert not isinstance(Half(), contracts.Backend)
+
+
+def test_every_module_is_in_the_code_walkthrough():
+    # docs/architecture.md and its translation name every module, so a newcomer finds each one's role
+    modules = sorted(p.relative_to(REPO).as_posix() for top in ("nanochat", "plugins") for p in (REPO / top).rglob("*.py"))
+    assert "nanochat/runner.py" in modules and "plugins/nanochat_tasks/gsm8k.py" in modules
+    for doc in ("docs/architecture.md", "docs/zh-CN/architecture.md"):
+        text = (REPO / doc).read_text()
+        missing = [m for m in modules if f"`{m}`" not in text]
+        assert not missing, f"{doc} does not mention: {', '.join(missing)}"

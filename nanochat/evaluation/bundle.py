@@ -34,7 +34,7 @@ from pathlib import Path
 from nanochat import paths
 from nanochat.atomic import atomic_write_json, publish
 from nanochat.errors import NanochatError
-from nanochat.fetch import PERMANENT_HTTP, Progress, offline, retrying
+from nanochat.fetch import PERMANENT_HTTP, TransferProgress, offline, retrying
 
 OFFICIAL_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
 # url -> sha256 of its zip. The official zip could not be fetched where this was written, so its
@@ -172,7 +172,7 @@ def _download(url: str, part: Path, *, retries: int, backoff: float, timeout: fl
                 if have and status != 206:
                     have = 0  # the server ignored the Range: start over
                 total = _total_size(resp, have)
-                progress = Progress("eval bundle", 1, log=log)
+                progress = TransferProgress("eval bundle", 1, log=log)
                 progress.expect_bytes(total, have)
                 _copy(resp, part, have, progress)
         except urllib.error.HTTPError as exc:
@@ -205,7 +205,7 @@ def _total_size(resp, have: int) -> int | None:
     return have + int(length) if length and length.isdigit() else None
 
 
-def _copy(resp, part: Path, have: int, progress: Progress) -> None:
+def _copy(resp, part: Path, have: int, progress: TransferProgress) -> None:
     with open(part, "ab" if have else "wb") as f:
         while chunk := resp.read(CHUNK):
             f.write(chunk)

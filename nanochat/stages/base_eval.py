@@ -11,7 +11,7 @@ from nanochat.data import PackedLoader, document_source
 from nanochat.datasets import documents_by_language, resolve
 from nanochat.evaluation.bpb import documents_bpb, evaluate_bpb
 from nanochat.stages import CommonSettings
-from nanochat.stages.pretrain import SAMPLE_PROMPTS, greedy_samples
+from nanochat.training import SAMPLE_PROMPTS, greedy_samples
 
 
 class BaseEvalStage:

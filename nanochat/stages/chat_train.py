@@ -13,16 +13,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from nanochat import scaling
 from nanochat.data import PackedLoader, conversation_source, in_steps, regroup
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.stages import CommonSettings, StageError, needs_source_model
 from nanochat.tasks import mixture
-from nanochat.training import (Checkpointer, Loop, Progress, grad_accum_steps, load_source_model, micro_streams,
-                               loader_states, next_micro_batches, optimizer_step, peak_memory_gib,
-                               scale_learning_rates, warm_start_optimizer)
+from nanochat.training import (CHAT_PROMPTS, LR_KEYS, Checkpointer, Loop, Progress, grad_accum_steps, inherited,
+                               load_source_model, loader_states, micro_streams, next_micro_batches, optimizer_step,
+                               peak_memory_gib, scale_learning_rates, warm_start_optimizer)
 
-LR_KEYS = ("embedding_lr", "unembedding_lr", "matrix_lr", "scalar_lr")
-CHAT_PROMPTS = ["What is the capital of France?", "Why is the sky blue?", "你好！你是谁？", "What is 12 * 34?"]
 
 
 @dataclass
@@ -54,37 +53,6 @@ class ChatTrainSettings(CommonSettings):
     seed: int = 42
 
 
-def lr_multiplier(progress: float, s) -> float:
-    """Warmup, constant, then linear warmdown to final_lr_frac, as a function of the fraction of the pass done."""
-    if progress < s.warmup_ratio:
-        return (progress + 1e-8) / s.warmup_ratio
-    if progress <= 1 - s.warmdown_ratio:
-        return 1.0
-    decay = min((progress - (1 - s.warmdown_ratio)) / s.warmdown_ratio, 1.0)
-    return (1 - decay) + decay * s.final_lr_frac
-
-
-def inherited(source_meta: dict, *, max_seq_len: int = 0, device_batch_size: int = 0, total_batch_size: int = 0,
-              lrs: dict | None = None) -> dict:
-    """Batch geometry and raw learning rates: the values given (0 / -1 = not given), else the source stage's."""
-    src_settings = source_meta.get("settings", {})
-    src_batch = source_meta.get("batch", {})
-    values = {
-        "max_seq_len": max_seq_len or source_meta["model_config"]["sequence_len"],
-        "device_batch_size": device_batch_size or src_batch.get("device_batch_size")
-        or src_settings.get("device_batch_size", 32),
-        "total_batch_size": total_batch_size or src_batch.get("total_batch_size")
-        or source_meta.get("plan", {}).get("total_batch_size") or 524288,
-    }
-    src_lrs = source_meta.get("lrs", {})
-    for key in LR_KEYS:
-        given = (lrs or {}).get(key, -1.0)
-        values[key] = given if given > 0 else src_lrs.get(key, src_settings.get(key))
-        if values[key] is None:
-            raise StageError(f"{key} is not set and the source checkpoint does not record one; set --set {key}=...")
-    return values
-
-
 class ChatTrainStage:
     produces: tuple = ()
     Settings = ChatTrainSettings
@@ -93,6 +61,7 @@ class ChatTrainStage:
     needs = staticmethod(needs_source_model)
 
     def run(self, ctx):
+        # -- the model we start from, and the batch and learning rates it hands on ---------------------------------
         s, world, backend, device = ctx.settings, ctx.world, ctx.backend, ctx.device
         dtype = ctx.compute_dtype(s.dtype)
         torch.manual_seed(s.seed)
@@ -103,6 +72,7 @@ class ChatTrainStage:
                         total_batch_size=s.total_batch_size, lrs={k: getattr(s, k) for k in LR_KEYS})
         T, B = geo["max_seq_len"], geo["device_batch_size"]
         grad_accum = grad_accum_steps(geo["total_batch_size"], B, T, world.size)
+        # -- the task mixtures ----------------------------------------------------------------------------------
         train_mix = mixture(s.tasks, split="train", registry=ctx.registry)
         val_mix = mixture(s.val_tasks, split="train", registry=ctx.registry) if s.val_tasks else None
         streams, mine = micro_streams(world, grad_accum)
@@ -112,6 +82,7 @@ class ChatTrainStage:
         ctx.log(f"{self.name}: from {source.path} (step {source.step}); {len(train_mix):,} training conversations "
                 f"({s.tasks}); {grad_accum} micro-batch(es) of {B} x {T} per process; loss on {s.loss_on} tokens")
 
+        # -- the optimizer, at a fraction of the inherited rates, warm-started from the source's state ------------
         lrs = {k: geo[k] for k in LR_KEYS}
         hparams = {**lrs, "weight_decay": 0.0, "model_dim": model.config.n_embd}
         optimizer = ctx.registry.get("optimizer", s.optimizer).build(model, hparams, world)
@@ -119,6 +90,7 @@ class ChatTrainStage:
         if s.load_optimizer and warm_start_optimizer(ctx, optimizer, source):
             ctx.log("optimizer warm-started from the source checkpoint (momentum buffers; learning rates are ours)")
 
+        # -- data: packed conversation rows, one loader per micro-batch stream; then resume ----------------------
         def stream(v, state=None, conversations=train_mix, epochs=1):
             source_fn = conversation_source(conversations, tok, rank=v, world=streams, max_tokens=T + 1,
                                             loss_on=s.loss_on, epochs=epochs)
@@ -151,6 +123,7 @@ class ChatTrainStage:
             model.train()
             return value
 
+        # -- the loop: evaluate, checkpoint, one optimizer step; until the pass (or num_iterations) is done --------
         train_model = ctx.maybe_compile(model, s.compile)
         total = s.num_iterations if s.num_iterations > 0 else None
         progress = Progress(ctx, loop, total, geo["total_batch_size"], model.estimate_flops(), backend.peak_flops(dtype))
@@ -171,18 +144,18 @@ class ChatTrainStage:
                 checkpointer.save(loop, states or loader_states(loaders), val_bpb=bpb)
             if done:
                 break
+            # train: the fraction of the pass done sets the learning rate
             if total is not None:
                 frac = step / total
             else:
                 frac = sum(l.position["progress"] for l in loaders.values()) / len(loaders)
                 frac = world.all_reduce_sum([frac])[0] / world.size if world.size > 1 else frac
             progress.start()
-            lrm = lr_multiplier(frac, s)
-            momentum = 0.85 + 0.10 * min(step / 300, 1.0)
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * lrm
-                if group.get("kind") == "muon":
-                    group["momentum"], group["weight_decay"] = momentum, 0.0
+            lrm = scaling.apply(optimizer,
+                                lr=scaling.warmup_warmdown_by_progress(frac, s.warmup_ratio, s.warmdown_ratio,
+                                                                       s.final_lr_frac),
+                                momentum=scaling.momentum_ramp(step, start=0.85, rise=0.10, ramp_steps=300),
+                                weight_decay=0.0)  # no weight decay after pretraining
             loss = optimizer_step(train_model, regroup(batches, B), optimizer, world)
             progress.done(loss, lrm=lrm, progress=min(frac, 1.0))
         for loader in loaders.values():
@@ -194,6 +167,7 @@ class ChatTrainStage:
                      f"train longer, repeat tasks in the mixture with *N (--set {ctx.name}.tasks=\"{first}*4, ...\"), "
                      f"add data, or lower total_batch_size")
 
+        # -- sample a few chats, hand on the model, write the report --------------------------------------------
         samples = []
         if world.is_main:
             from nanochat.engine import Engine

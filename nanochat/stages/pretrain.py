@@ -22,11 +22,9 @@ from nanochat.datasets import resolve
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.model import GPT, GPTConfig
 from nanochat.stages import CommonSettings, StageError
-from nanochat.training import (Checkpointer, Loop, OutOfMemory, Progress, grad_accum_steps, loader_states,
-                               micro_streams, optimizer_step, peak_memory_gib)
+from nanochat.training import (SAMPLE_PROMPTS, Checkpointer, Loop, OutOfMemory, Progress, grad_accum_steps,
+                               greedy_samples, loader_states, micro_streams, optimizer_step, peak_memory_gib)
 
-SAMPLE_PROMPTS = ["The capital of France is", "The opposite of hot is", "If yesterday was Friday, then tomorrow will be",
-                  "The chemical symbol of gold is", "In the beginning", "床前明月光，", "学而时习之，"]
 CHARS_PER_TOKEN = 4.8  # for planning how many shards a horizon needs (measured on FineWeb-Edu at 32K-65K vocab)
 
 
@@ -151,13 +149,6 @@ def smaller_device_batch(device_batch: int, rows_per_step: int) -> int | None:
     return None
 
 
-@torch.no_grad()
-def greedy_samples(model, tok, prompts, max_tokens: int = 16) -> list[str]:
-    from nanochat.engine import Engine
-    engine = Engine(model, tok)
-    return [prompt + engine.complete(prompt, max_tokens=max_tokens, temperature=0.0) for prompt in prompts]
-
-
 class PretrainStage:
     name = "pretrain"
     needs = ("tokenizer",)
@@ -165,6 +156,7 @@ class PretrainStage:
     Settings = PretrainSettings
 
     def run(self, ctx):
+        # -- the tokenizer and the dataset ---------------------------------------------------------------
         s, world, backend, device = ctx.settings, ctx.world, ctx.backend, ctx.device
         dtype = ctx.compute_dtype(s.dtype)
         torch.manual_seed(s.seed)
@@ -172,6 +164,7 @@ class PretrainStage:
         token_bytes = torch.tensor(tok.token_bytes(), dtype=torch.int64, device=device)
         dataset = resolve(s.dataset, ctx.registry)
 
+        # -- the model, and the plan the depth dial implies: horizon, batch, scaled LR and weight decay ----------
         model = build_model(s, tok.vocab_size, device, dtype)
         plan = plan_training(s, model, world.size)
         flops_per_token = model.estimate_flops()
@@ -184,11 +177,11 @@ class PretrainStage:
                 f"{plan.num_iterations * plan.total_batch_size:,} tokens; grad accum {plan.grad_accum} x {world.size} "
                 f"process(es); LR x{plan.lr_scale:.3f}; weight decay {plan.weight_decay:.4f}; {dtype}; {backend.name}")
 
+        # -- the optimizer (a plugin), built with the scaled rates -----------------------------------------------
         hparams = optimizer_hparams(s, model.config.n_embd, plan.lr_scale, plan.weight_decay)
         optimizer = ctx.registry.get("optimizer", s.optimizer).build(model, hparams, world)
         for group in optimizer.param_groups:
             group.setdefault("initial_weight_decay", group.get("weight_decay", 0.0))
-        schedule = scaling.Schedule(plan.num_iterations, s.warmup_steps, s.warmdown_ratio, s.final_lr_frac)
 
         # -- resume ----------------------------------------------------------------------------------
         meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
@@ -232,6 +225,7 @@ class PretrainStage:
         while True:
             step = loop.step
             last_step = step == plan.num_iterations
+            # evaluate: validation bits per byte
             if last_step or (s.eval_every > 0 and step % s.eval_every == 0):
                 model.eval()
                 eval_steps = eval_rounds * rows_per_stream * len(mine) // device_batch
@@ -239,18 +233,25 @@ class PretrainStage:
                 model.train()
                 ctx.log(f"step {step:,} | val bpb {val_bpb:.4f}")
                 ctx.metric({"step": step, "val_bpb": val_bpb})
+            # sample: what the model says so far
             if world.is_main and s.sample_every > 0 and (last_step or (step > 0 and step % s.sample_every == 0)):
                 model.eval()
                 for text in greedy_samples(model, tok, SAMPLE_PROMPTS):
                     ctx.log(f"  sample: {text!r}")
                 model.train()
+            # checkpoint: everything a resume needs
             if last_step or (s.save_every > 0 and step > 0 and step % s.save_every == 0):
                 checkpointer.save(loop, loader_states(loaders), val_bpb=val_bpb)
             if last_step:
                 break
+            # train: one optimizer step over this step's rows, at this step's scheduled LR / momentum / decay
             progress.start()
             rows = [next(loader) for loader in loaders.values()]  # pretraining data never runs out
-            lrm = scaling.apply(optimizer, schedule, step)
+            lrm = scaling.apply(optimizer,
+                                lr=scaling.warmup_warmdown(step, plan.num_iterations, s.warmup_steps, s.warmdown_ratio,
+                                                           s.final_lr_frac),
+                                momentum=scaling.pretrain_momentum(step, plan.num_iterations, s.warmdown_ratio),
+                                weight_decay=scaling.cosine_decay(step, plan.num_iterations))
             while True:  # out of memory at the first step: halve the device batch and try the same rows again
                 try:
                     loss = optimizer_step(train_model, regroup(rows, device_batch), optimizer, world)
@@ -277,6 +278,7 @@ class PretrainStage:
         for loader in loaders.values():
             loader.close()
 
+        # -- hand on the model and write the report ---------------------------------------------------------
         ctx.provide("base-model", checkpointer.path)
         tokens = plan.num_iterations * plan.total_batch_size
         ctx.summary.update({"val_bpb": val_bpb, "params": counts["total"], "tokens": tokens,

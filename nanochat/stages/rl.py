@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from nanochat import faults
+from nanochat import faults, scaling
 from nanochat.stages import CommonSettings, StageError, needs_source_model
-from nanochat.stages.chat_train import LR_KEYS, inherited
 from nanochat.tasks import resolve
-from nanochat.training import Checkpointer, Loop, load_source_model, peak_memory_gib, scale_learning_rates
+from nanochat.training import (LR_KEYS, Checkpointer, Loop, inherited, load_source_model, peak_memory_gib,
+                               scale_learning_rates)
 
 
 @dataclass
@@ -85,6 +85,7 @@ class RLStage:
     needs = staticmethod(needs_source_model)
 
     def run(self, ctx):
+        # -- the model we start from, and the task that rewards it ---------------------------------------------
         from nanochat.engine import Engine
         s, world, backend, device = ctx.settings, ctx.world, ctx.backend, ctx.device
         dtype = ctx.compute_dtype(s.dtype)
@@ -101,6 +102,7 @@ class RLStage:
         if steps < 1:
             raise StageError(f"task {s.task!r} has {train_n} training problems, fewer than examples_per_step="
                              f"{s.examples_per_step}; lower it")
+        # -- the optimizer at a small fraction of the inherited rates; then resume --------------------------------
         geo = inherited(source.meta)
         lrs = {k: geo[k] for k in LR_KEYS}
         optimizer = ctx.registry.get("optimizer", s.optimizer).build(
@@ -116,7 +118,7 @@ class RLStage:
         ctx.log(f"rl on {s.task}: {steps} steps x {s.examples_per_step} problems x {s.num_samples} samples, "
                 f"from {source.path}")
 
-        def evaluate(step):
+        def evaluate(step):  # pass@k on the test split
             model.eval()
             n = min(s.eval_examples, task.num_examples("test"))
             passed = [0] * s.eval_samples
@@ -135,6 +137,7 @@ class RLStage:
             model.train()
             return record
 
+        # -- the loop: evaluate, checkpoint, then one policy-gradient step ----------------------------------------
         t_start, last_eval = time.time(), None
         while True:
             step = loop.step
@@ -146,9 +149,8 @@ class RLStage:
             if done:
                 break
             t0 = time.time()
-            lrm = 1.0 - step / steps
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * lrm
+            lrm = scaling.apply(optimizer, lr=scaling.linear_decay(step, steps))
+            # sample a group of completions per problem, score them, and push up the better-than-average ones
             rewards_seen, tokens_seen = [], 0
             per_rank = s.examples_per_step // world.size
             for k in range(per_rank):
@@ -181,6 +183,7 @@ class RLStage:
             ctx.metric(record)
             ctx.log(f"step {loop.step}/{steps} | reward {mean_reward:.3f} | lrm {lrm:.3f} | {record['dt_ms']:.0f} ms")
 
+        # -- hand on the model and write the report ---------------------------------------------------------
         ctx.provide("rl-model", checkpointer.path)
         ctx.summary.update({k: v for k, v in (last_eval or {}).items() if k != "step"})
         ctx.write_report("\n".join([

@@ -17,6 +17,7 @@ import sys
 
 from nanochat.errors import NanochatError
 from nanochat.i18n import t
+from nanochat.models import add_model_arguments
 from nanochat.web import QUEUE_SIZE
 
 SPARE_THREADS = 8  # for the page, /api/stats, /v1/models and the 503s while every worker is busy
@@ -27,11 +28,7 @@ class ServeError(NanochatError):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--run", help="the run whose model is the default (default: the newest run with one)")
-    parser.add_argument("--stage", choices=["rl", "sft", "mid", "base"],
-                        help="which model of the run is the default (default: rl, else sft, else mid)")
-    parser.add_argument("--checkpoint", metavar="PATH", help="a checkpoint folder to serve as the default model")
-    parser.add_argument("--tokenizer", metavar="DIR", help="the tokenizer for --checkpoint (default: its run's)")
+    add_model_arguments(parser, "to serve by default")
     parser.add_argument("--host", default="127.0.0.1",
                         help="the address to listen on (default 127.0.0.1: this machine only; any other needs a key)")
     parser.add_argument("--port", type=int, default=8000)
@@ -43,7 +40,6 @@ def add_arguments(parser) -> None:
                         help="models a worker keeps loaded; the least recently used is unloaded past that")
     parser.add_argument("--api-key", help="the key API calls must send (default: $NANOCHAT_API_KEY; with a "
                                           "non-loopback --host and no key, one is generated and printed)")
-    parser.add_argument("--device", default="auto", help="device backend (cpu, cuda, mps) or auto")
     parser.add_argument("--open", action="store_true", help="open the chat page in the browser")
 
 
