@@ -1,155 +1,86 @@
 #!/usr/bin/env bash
-# The CUDA paths in one short run (a few minutes on a single H100): bf16, flash SDPA, the
-# compiled flex-attention sliding windows, a compiled training step against eager, KV-cache
-# decoding, the compiled optimizer kernels, and the MFU of a d12 and a d20 training step
-# (target: d20 bf16 >= 50% MFU), and the d20 step's peak memory against benchmarks/memory.py's
-# estimate of it. Progress goes to stderr; stdout gets one JSON document.
+# The CUDA paths a speedrun takes, in parts of at most 5 minutes each on one H100 (benchmarks/gpu_check/):
+#   kernels   flash SDPA, compiled flex-attention windows, compiled step vs eager, KV-cache decoding,
+#             the fp8 kernel vs its CPU emulation, the optimizer's compiled kernels as stages build them
+#   step_d20  the d20 training step at the speedrun preset's device batch (32): peak memory, tok/s, MFU
+#   memory    benchmarks/memory.py's CPU-side estimate of that same step, to hold against its measured peak
+#   fp8_d20, fp8_d24   fp8 vs bf16 step time, MFU and peak memory at device batch 16 (the record's, at d24)
+#   nccl      two processes over NCCL: the distributed optimizer step, a save and a resume (when 2+ GPUs)
+#   evals     validation bpb, CORE scoring, engine sampling
+#   decode    bf16 KV-cache decoding
+# Each part runs under `timeout` and prints one JSON line as it finishes ({"part", "rc", "result"}), so a
+# time limit loses one part, never all; the last line sums them up. Progress goes to stderr.
 #
-#   bash benchmarks/gpu_check.sh            (PYTHON=... to pick the interpreter)
-set -euo pipefail
+#   bash benchmarks/gpu_check.sh [--cpu] [PART ...]   (PYTHON=... picks the interpreter; PART_TIMEOUT=300)
+# --cpu runs the same code at tiny shapes on the CPU (tests/test_gpu_check.py), saying nothing about speed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 export PYTHONPATH="$PWD:$PWD/plugins${PYTHONPATH:+:$PYTHONPATH}"
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+LIMIT=${PART_TIMEOUT:-300}
+CPU=""
+if [ "${1:-}" = "--cpu" ]; then CPU="--cpu"; shift; fi
+WANT=" ${*:-kernels step_d20 memory fp8_d20 fp8_d24 nccl evals decode} "
+SCRATCH=$(mktemp -d)
+trap 'rm -rf "$SCRATCH"' EXIT
+results=()
 
-checks=$("$PY" - <<'EOF'
-import json, sys, time, traceback
-from types import SimpleNamespace
-import torch
-import torch.nn.functional as F
-
-assert torch.cuda.is_available(), "no CUDA device: this script checks the GPU paths"
-torch.backends.cuda.matmul.allow_tf32 = False  # exact comparisons below; the MFU runs use tf32
-dev = torch.device("cuda")
-out = {"torch": torch.__version__, "device_name": torch.cuda.get_device_name(),
-       "capability": list(torch.cuda.get_device_capability()), "bf16_ok": torch.cuda.is_bf16_supported()}
-
-def check(name):
-    def run(fn):
-        t0 = time.time()
-        try:
-            extra = fn() or {}
-            out[name + "_ok"] = True
-            out.update({f"{name}_{k}": v for k, v in extra.items()})
-        except Exception as e:
-            out[name + "_ok"] = False
-            out[name + "_error"] = f"{type(e).__name__}: {e}"[:500]
-            traceback.print_exc(file=sys.stderr)
-        print(f"{name}: {out[name + '_ok']} ({time.time() - t0:.1f} s)", file=sys.stderr)
-    return run
-
-from nanochat.model import GPT, GPTConfig, KVCache, attention, window_mask
-import nanochat_optimizers
-
-def build(depth=2, seq=256, dtype=torch.bfloat16, pattern="SSSL", seed=0, **kw):
-    torch.manual_seed(seed)
-    cfg = GPTConfig.from_depth(depth, vocab_size=1000, sequence_len=seq, window_pattern=pattern, **kw)
-    with torch.device("meta"):
-        m = GPT(cfg, compute_dtype=dtype)
-    m.to_empty(device=dev)
-    m.init_weights()
-    with torch.no_grad():  # non-zero projections and smear, so every path matters
-        for p in m.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-        m.smear_lambda.fill_(0.5)
-    return m
-
-@check("flash_sdpa")
-def _():
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    q, k, v = (torch.randn(2, 4, 1024, 128, device=dev, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-        F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
-
-@check("flex_window")
-def _():
-    # compiled attention() on a short window takes the flex path; compare with the masked SDPA
-    T, W = 1024, 256
-    q, k, v = (torch.randn(2, 4, T, 128, device=dev, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-    fast = torch.compile(lambda q, k, v: attention(q, k, v, W, 0.1), dynamic=False)
-    y = fast(q, k, v)
-    y.float().square().sum().backward()
-    grads = [t.grad.clone() for t in (q, k, v)]
-    for t in (q, k, v):
-        t.grad = None
-    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=window_mask(T, T, W, dev), scale=0.1)
-    ref.float().square().sum().backward()
-    err = (y - ref).abs().max().item()
-    gerr = max((g - t.grad).abs().max().item() for g, t in zip(grads, (q, k, v)))
-    assert err < 2e-2 and gerr < 5e-2, (err, gerr)
-    return {"max_err": err, "max_grad_err": gerr}
-
-@check("compiled_step")
-def _():
-    m = build(depth=4, seq=512)
-    x = torch.randint(0, 1000, (4, 512), device=dev)
-    eager = m(x, x)
-    eager.backward()
-    g_eager = m.lm_head.weight.grad.clone()
-    m.zero_grad()
-    compiled = torch.compile(m, dynamic=False)(x, x)
-    compiled.backward()
-    rel = ((m.lm_head.weight.grad - g_eager).norm() / g_eager.norm()).item()
-    assert abs(compiled.item() - eager.item()) < 2e-2 and rel < 5e-2, (compiled.item(), eager.item(), rel)
-    return {"loss_eager": eager.item(), "loss_compiled": compiled.item(), "grad_rel_err": rel}
-
-@check("kv_decode")
-def _():
-    m = build(depth=4, seq=256, dtype=torch.float32)
-    m.windows = [5, 9, 3, m.config.sequence_len]
-    idx = torch.randint(0, 1000, (2, 40), device=dev)
-    with torch.inference_mode():
-        full = m(idx)
-        cache = KVCache(m.config, 2, 40, device=dev, dtype=torch.float32)
-        parts = [m(idx[:, :11], kv_cache=cache), m(idx[:, 11:17], kv_cache=cache)]
-        parts += [m(idx[:, t:t + 1], kv_cache=cache) for t in range(17, 40)]
-    err = (torch.cat(parts, 1) - full).abs().max().item()
-    assert err < 1e-3, err
-    return {"max_err": err}
-
-@check("optimizer_compiled")
-def _():
-    found = []
-    nanochat_optimizers.nanochat_optimizer(register=found.append)
-    muon = {p.name: p for p in found}["muon"]
-    x = torch.randint(0, 1000, (4, 256), device=dev)
-    results = []
-    for compiled in (False, True):
-        m = build(depth=4, seq=256)
-        h = dict(embedding_lr=0.3, unembedding_lr=0.008, matrix_lr=0.02, scalar_lr=0.5, weight_decay=0.28,
-                 model_dim=m.config.n_embd, compile=compiled)
-        opt = muon.build(m, h, SimpleNamespace(rank=0, size=1))
-        losses = []
-        for _ in range(5):
-            loss = m(x, x)
-            loss.backward()
-            opt.step()
-            m.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-        results.append(losses)
-    assert results[1][-1] < results[1][0], results
-    assert max(abs(a - b) for a, b in zip(*results)) < 5e-2, results
-    return {"losses_eager": results[0], "losses_compiled": results[1]}
-
-print(json.dumps(out))
-EOF
-)
-
-bench() {  # one training benchmark; its progress to stderr, its JSON line captured
-    "$PY" benchmarks/train.py --seq-len 2048 --vocab-size 32768 --window-pattern SSSL --steps 8 --warmup 3 "$@" \
-        | tee /dev/stderr | tail -n 1
-}
-d12=$(bench --depth 12 --batch 32)
-d20=$(bench --depth 20 --batch 16)
-# the CPU-side memory estimate of that same d20 step (one process), to hold against its measured peak
-mem=$("$PY" benchmarks/memory.py --depth 20 --seq-len 2048 --device-batch 16 --world-size 1 --vocab-size 32768 \
-      --window-pattern SSSL --compiled | tee /dev/stderr | tail -n 1)
-
-"$PY" - "$checks" "$d12" "$d20" "$mem" <<'EOF'
+part() {  # part NAME COMMAND...: run it under the time limit, print {"part", "rc", "result": its last JSON line}
+    local name=$1; shift
+    [[ "$WANT" == *" $name "* ]] || return 0
+    echo "== $name" >&2
+    timeout "$LIMIT" "$@" | tee "$SCRATCH/$name.out" >&2
+    local rc=${PIPESTATUS[0]}
+    "$PY" - "$name" "$rc" "$(tail -n 1 "$SCRATCH/$name.out")" <<'PYEOF'
 import json, sys
-checks, d12, d20, mem = (json.loads(a) for a in sys.argv[1:5])
-ok = all(v for k, v in checks.items() if k.endswith("_ok")) and d20["mfu"] >= 0.5
-memory = {"d20_b16_measured_peak": d20["peak_memory"], "d20_b16_estimate": mem["total"],
-          "estimate_over_measured": mem["total"] / d20["peak_memory"]}
-print(json.dumps({"ok": ok, "d20_mfu_target": 0.5, "checks": checks, "d12": d12, "d20": d20, "memory": memory}))
-EOF
+name, rc, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+try:
+    result = json.loads(out)
+except ValueError:
+    result = None
+note = "timed out" if rc == 124 else None
+print(json.dumps({"part": name, "rc": rc, "ok": rc == 0 and result is not None, "note": note, "result": result}))
+PYEOF
+    results+=("$name:$rc")
+}
+
+gpus=0
+if [ -z "$CPU" ]; then gpus=$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0); fi
+
+part kernels "$PY" benchmarks/gpu_check/kernels.py $CPU
+if [ -n "$CPU" ]; then
+    part step_d20 "$PY" benchmarks/train.py --device cpu --depth 2 --seq-len 64 --vocab-size 512 --batch 2 \
+        --window-pattern SSSL --steps 1 --warmup 1 --compile off
+    part memory "$PY" benchmarks/memory.py --depth 2 --seq-len 64 --device-batch 2 --world-size 1 --vocab-size 512 \
+        --device-type cpu
+else
+    part step_d20 "$PY" benchmarks/train.py --depth 20 --seq-len 2048 --vocab-size 32768 --batch 32 \
+        --window-pattern SSSL --steps 8 --warmup 3 --dtype bf16
+    part memory "$PY" benchmarks/memory.py --depth 20 --seq-len 2048 --device-batch 32 --world-size 1 \
+        --vocab-size 32768 --window-pattern SSSL --compiled
+fi
+part fp8_d20 "$PY" benchmarks/gpu_check/fp8_speed.py --depth 20 --batch 16 $CPU
+part fp8_d24 "$PY" benchmarks/gpu_check/fp8_speed.py --depth 24 --batch 16 $CPU
+if [ -n "$CPU" ] || [ "$gpus" -ge 2 ]; then
+    part nccl "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 benchmarks/gpu_check/nccl.py \
+        "$SCRATCH/nccl" $CPU
+elif [[ "$WANT" == *" nccl "* ]]; then
+    echo '{"part": "nccl", "rc": null, "ok": null, "note": "skipped: fewer than 2 GPUs", "result": null}'
+fi
+part evals "$PY" benchmarks/gpu_check/evals.py $CPU
+if [ -n "$CPU" ]; then
+    part decode "$PY" benchmarks/infer.py --device cpu --depth 2 --vocab-size 512 --sequence-len 64 \
+        --prompt-tokens 8 --new-tokens 8 --batch-sizes 1,2 --repeats 1 --no-naive
+elif [ -f benchmarks/gpu_check_decode.py ]; then  # the decode benchmark's own GPU part, where it exists
+    part decode "$PY" benchmarks/gpu_check_decode.py
+else
+    part decode "$PY" benchmarks/infer.py --device cuda --dtype bf16 --depth 20 --vocab-size 32768 \
+        --sequence-len 2048 --prompt-tokens 512 --new-tokens 256 --batch-sizes 1,8,32 --repeats 3 --no-naive
+fi
+
+"$PY" - "${results[@]}" <<'PYEOF'
+import json, sys
+rcs = dict(a.rsplit(":", 1) for a in sys.argv[1:])
+print(json.dumps({"summary": True, "ok": all(rc == "0" for rc in rcs.values()), "parts": rcs}))
+PYEOF

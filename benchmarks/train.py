@@ -21,12 +21,14 @@ from types import SimpleNamespace
 import torch
 
 try:
-    import nanochat_optimizers
+    import nanochat_optimizers  # noqa: F401  (the first-party plugins are importable: an install or PYTHONPATH)
 except ImportError:  # running from a checkout without an install
     root = Path(__file__).resolve().parents[1]
     sys.path[:0] = [str(root), str(root / "plugins")]
-    import nanochat_optimizers
+from nanochat import fp8 as fp8_matmuls
 from nanochat.model import GPT, GPTConfig
+from nanochat.plugins import registry
+from nanochat.training import build_optimizer
 
 # dense (no sparsity) peak FLOP/s per GPU: (bf16, tf32)
 GPU_PEAKS = {"H100 SXM": (989e12, 495e12), "H100 NVL": (835e12, 418e12), "H100 PCIe": (756e12, 378e12),
@@ -67,7 +69,8 @@ def gpu_peak(dtype):
     return None
 
 
-def main():
+def main(argv=None) -> dict:
+    """Run the benchmark with these command-line arguments; print progress and the JSON line, return the result."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=512)
@@ -79,9 +82,11 @@ def main():
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto")
     ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--fp8", action="store_true", help="the blocks' matmuls in fp8 (nanochat/fp8.py); MFU against "
+                                                        "the fp8 peak on CUDA")
     ap.add_argument("--optimizer", default="muon", help="optimizer plugin name")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cuda":
@@ -102,30 +107,32 @@ def main():
     else:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     dname = "bf16" if dtype == torch.bfloat16 else "fp32"
+    if args.fp8:
+        fp8_matmuls.check_supported(device)  # a clear refusal on a GPU without fp8 tensor cores
     if device.type == "cuda":
         peak = gpu_peak(dtype) or matmul_peak(dtype, device, n=8192)
+        if args.fp8:
+            from nanochat.gpus import fp8_peak
+            peak = fp8_peak(torch.cuda.get_device_name())
     else:
-        peak = peaks[dname]
+        peak = peaks[dname]  # the emulated fp8 multiplies in the compute dtype
     compiled = args.compile == "on" or (args.compile == "auto" and device.type in ("cpu", "cuda"))
 
     cfg = GPTConfig.from_depth(args.depth, vocab_size=args.vocab_size, sequence_len=args.seq_len,
                                head_dim=args.head_dim, window_pattern=args.window_pattern)
     torch.manual_seed(0)
     with torch.device("meta"):
-        model = GPT(cfg, compute_dtype=dtype)
+        model = GPT(cfg, compute_dtype=dtype, fp8=args.fp8)
     model.to_empty(device=device)
     model.init_weights()
-    found = []
-    nanochat_optimizers.nanochat_optimizer(register=found.append)
-    plugin = {p.name: p for p in found}[args.optimizer]
     hparams = dict(embedding_lr=0.3, unembedding_lr=0.008, matrix_lr=0.02, scalar_lr=0.5, weight_decay=0.28,
-                   model_dim=cfg.n_embd, compile=compiled)
-    opt = plugin.build(model, hparams, SimpleNamespace(rank=0, size=1))
+                   model_dim=cfg.n_embd)
+    opt = build_optimizer(registry(), args.optimizer, model, hparams, SimpleNamespace(rank=0, size=1), compiled)
     run = torch.compile(model, dynamic=False) if compiled else model
     flops_per_token = model.estimate_flops()
     log(f"depth {args.depth}: width {cfg.n_embd}, {cfg.n_head} heads, windows {model.windows}, "
         f"{sum(p.numel() for p in model.parameters()):,} params, {flops_per_token:.3e} FLOPs/token, "
-        f"dtype {dname}, compile {compiled}, optimizer {args.optimizer}")
+        f"dtype {dname}{' + fp8' if args.fp8 else ''}, compile {compiled}, optimizer {args.optimizer}")
 
     g = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randint(0, args.vocab_size, (args.batch, args.seq_len), generator=g).to(device)
@@ -157,14 +164,14 @@ def main():
 
     dt = statistics.median(times)
     tok_per_s = args.batch * args.seq_len / dt
-    mfu = flops_per_token * tok_per_s / peak
+    mfu = flops_per_token * tok_per_s / peak if peak else None  # None: an fp8 GPU missing from the table
     if device.type == "cuda":
         peak_memory = torch.cuda.max_memory_allocated()
     else:
         peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     result = {
-        "tok_per_s": round(tok_per_s, 1), "mfu": round(mfu, 4), "peak_flops": peak, "dtype": dname,
-        "compiled": compiled, "flops_per_token": flops_per_token, "peak_memory": peak_memory,
+        "tok_per_s": round(tok_per_s, 1), "mfu": round(mfu, 4) if mfu is not None else None, "peak_flops": peak, "dtype": dname,
+        "compiled": compiled, "fp8": args.fp8, "flops_per_token": flops_per_token, "peak_memory": peak_memory,
         "step_ms_median": round(dt * 1000, 2), "step_ms_min": round(min(times) * 1000, 2),
         "achieved_flops": flops_per_token * tok_per_s, "device": str(device),
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -176,7 +183,8 @@ def main():
         result["measured_peak_fp32"] = peaks["fp32"]
         result["measured_peak_bf16"] = peaks["bf16"]
     print(json.dumps(result), flush=True)
+    return result
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -8,7 +8,10 @@ stray `.NAME.PID.tmp` that the next write of the same name (from the same proces
     atomic_write_text(path, text)            # also atomic_write_bytes, atomic_write_json
     with atomic_path(path) as tmp:           # for writers that want a path (torch.save, pyarrow)
         pq.write_table(table, tmp)
+
+`file_sha256` is the one checksum of a file on disk: checkpoints record it, downloads are checked with it.
 """
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -66,3 +69,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, as hex, read in 1 MiB chunks (a multi-GB checkpoint never sits in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

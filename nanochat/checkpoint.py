@@ -7,12 +7,15 @@
 
 Every rank writes into `step_XXXXXX.partial/`; after a barrier rank 0 writes meta.json and renames the
 folder, then points latest.json at it. A crash at any moment leaves either the old checkpoint or
-the new one, never a mix. meta.json records each file's size and sha256, so a checkpoint damaged
-later (a truncated copy, a bad disk) is detected on resume: the damaged file is named and the previous
-checkpoint (the last two are kept) is used instead.
+the new one, never a mix. Nodes without a shared disk each keep their own copy: there each node's local
+rank 0 plays rank 0's part, and a node holds model.pt (the weights are the same on every rank) and the
+rank files of its own processes (optimizer shards are per rank).
+
+meta.json records each file's size and sha256, so a checkpoint damaged later (a truncated copy, a bad
+disk) is detected on resume: the damaged file is named and the previous checkpoint (the last two are
+kept) is used instead.
 """
 import errno
-import hashlib
 import json
 import sys
 import random
@@ -25,7 +28,7 @@ import torch
 
 from nanochat import faults
 from nanochat.errors import NanochatError
-from nanochat.atomic import atomic_path, atomic_write_json
+from nanochat.atomic import atomic_path, atomic_write_json, file_sha256
 
 
 class CheckpointError(NanochatError):
@@ -84,10 +87,12 @@ def set_rng_state(state: dict) -> None:
 
 def save(directory: Path, step: int, *, world, model=None, meta: dict | None = None, rank_state: dict | None = None,
          keep: int = 2) -> Path:
-    """Save one checkpoint; every rank calls this. `model` and `meta` are used on rank 0 only."""
+    """Save one checkpoint; every rank calls this. `model` and `meta` are used on rank 0 only (on each
+    node's local rank 0 when the nodes have a disk each)."""
     directory = Path(directory)
     final, partial = step_dir(directory, step), Path(str(step_dir(directory, step)) + ".partial")
-    if world.is_main:
+    writer = world.is_home_main
+    if writer:
         shutil.rmtree(partial, ignore_errors=True)  # leftovers of a save that crashed
         partial.mkdir(parents=True)
     world.barrier()
@@ -95,19 +100,19 @@ def save(directory: Path, step: int, *, world, model=None, meta: dict | None = N
         if rank_state is not None:
             _torch_save(rank_state, partial / f"rank{world.rank}.pt")
         faults.hit("checkpoint")  # rank files written, model not yet
-        if world.is_main and model is not None:
+        if writer and model is not None:
             _torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, partial / "model.pt")
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise
-        need = _state_bytes(rank_state) + (_state_bytes(model.state_dict()) if world.is_main and model is not None else 0)
+        need = _state_bytes(rank_state) + (_state_bytes(model.state_dict()) if writer and model is not None else 0)
         shutil.rmtree(partial, ignore_errors=True)
         raise CheckpointError(f"no space to save checkpoint step {step} in {directory} ({e.strerror}): it needs about "
                               f"{need / 2**20:.1f} MiB per process; the previous checkpoint is intact. Free disk space "
                               f"(or lower keep_checkpoints) and resume") from None
     world.barrier()
-    if world.is_main:
-        files = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(partial.glob("*.pt"))}
+    if writer:
+        files = {f.name: {"bytes": f.stat().st_size, "sha256": file_sha256(f)} for f in sorted(partial.glob("*.pt"))}
         atomic_write_json(partial / "meta.json", {**(meta or {}), "step": step, "world_size": world.size,
                                                   "files": files})
         shutil.rmtree(final, ignore_errors=True)  # the same step saved again (a resumed run's final save)
@@ -116,11 +121,6 @@ def save(directory: Path, step: int, *, world, model=None, meta: dict | None = N
         _prune(directory, keep, protect=step)
     world.barrier()
     return final
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _state_bytes(obj) -> int:
@@ -147,7 +147,7 @@ def damage(path: Path) -> str | None:
             return f"{file} is missing"
         if file.stat().st_size != expected["bytes"]:
             return f"{file} is truncated ({file.stat().st_size} of {expected['bytes']} bytes)"
-        if _sha256(file) != expected["sha256"]:
+        if file_sha256(file) != expected["sha256"]:
             return f"{file} is corrupted (its sha256 does not match meta.json)"
     return None
 

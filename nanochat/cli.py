@@ -119,9 +119,10 @@ def cmd_presets(args) -> None:
         if "h100x8" in row:
             est = row["h100x8"]
             print(f"{'':14} d{row['depth']}, {count_text(row['params'])} params, {count_text(row['tokens'])} tokens, "
-                  f"{row['flops']:.2e} FLOPs; pretraining on 8xH100: ~{duration_text(est['hours'])}, "
+                  f"{row['flops']:.2e} FLOPs; pretraining on 8xH100 in {est['precision']}: ~{duration_text(est['hours'])}, "
                   f"~${est['dollars']:,.2f}")
-    print(f"\n(estimates: {100 * gpus.PLANNING_MFU:.0f}% MFU of 989 TFLOP/s bf16 per H100, "
+    print(f"\n(estimates: {100 * gpus.PLANNING_MFU:.0f}% MFU of 989 TFLOP/s bf16 per H100, or with fp8 "
+          f"{100 * gpus.PLANNING_MFU_FP8:.0f}% of its 1979 TFLOP/s fp8 peak (the record's +17% over bf16), "
           f"${gpus.NODE_8XH100_DOLLARS_PER_HOUR:.0f}/h per 8xH100 node; pretraining only, the bulk of a run; "
           f"`nanochat run --preset NAME --dry-run` for the full plan)")
 
@@ -155,7 +156,9 @@ def cmd_run(args) -> None:
         os.environ["WANDB_RUN"] = args.wandb_run  # read by the wandb observer, here and in torchrun workers
     if args.dry_run:
         return cmd_dry_run(args, overrides)
-    launch = runner.Launch(args.nproc_per_node, args.nnodes, args.node_rank, args.master_addr, args.master_port)
+    launch = runner.Launch(args.nproc_per_node, args.nnodes, args.node_rank, args.master_addr, args.master_port,
+                           tuple(overrides))
+    runner.check_launch(launch, args.name)
     source = None
     if args.from_model:
         from nanochat import model_source
@@ -171,7 +174,10 @@ def cmd_run(args) -> None:
             shutil.rmtree(run.dir)  # refused before any stage started: leave nothing behind
             print(f"run {run.name!r} was not started, so it was removed", file=sys.stderr)
         raise
-    print(f"run {run.name!r} finished; report: {run.dir / 'report.md'}")
+    if launch.node_rank:
+        print(f"run {run.name!r} finished on node {launch.node_rank}; node 0 has its report")
+    else:
+        print(f"run {run.name!r} finished; report: {run.dir / 'report.md'}")
 
 
 def cmd_report(args) -> None:
@@ -248,10 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", metavar="DIR", help="with --from PATH outside any run: the model's tokenizer")
     p.add_argument("--wandb-run", help="log metrics to Weights & Biases under this name (needs `pip install wandb`)")
     p.add_argument("--nproc-per-node", type=int, default=1, help="processes per node (torchrun when > 1)")
-    p.add_argument("--nnodes", type=int, default=1)
-    p.add_argument("--node-rank", type=int, default=0)
-    p.add_argument("--master-addr", default="127.0.0.1")
-    p.add_argument("--master-port", type=int, default=29500)
+    p.add_argument("--nnodes", type=int, default=1, help="nodes (machines); run the same command on each")
+    p.add_argument("--node-rank", type=int, default=0, help="this node's number, 0 .. nnodes-1 (0 leads)")
+    p.add_argument("--master-addr", default="127.0.0.1", help="with --nnodes > 1: node 0's address")
+    p.add_argument("--master-port", type=int, default=29500,
+                   help="with --nnodes > 1: stage i meets on this port + i (open the range between the nodes)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved plan (model, tokens, steps, batch, FLOPs, memory, shards, wall clock); train nothing")
     p.add_argument("--gpu", default="H100", help="with --dry-run: the GPU to estimate memory and wall clock on")

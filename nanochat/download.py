@@ -11,7 +11,6 @@ complete, a half-written file never looks like one, and rerunning skips what is 
 The endpoint is the `endpoint=` argument, else `HF_ENDPOINT`, else huggingface.co. Retries, the offline
 switch and the progress display are nanochat.fetch's, shared with task data and the CORE bundle.
 """
-import hashlib
 import os
 import re
 import shutil
@@ -22,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from nanochat.atomic import publish
+from nanochat.atomic import file_sha256, publish
 from nanochat.datasets import DatasetError, DownloadSummary, ShardedDataset, shard_name
 from nanochat.fetch import PERMANENT_HTTP, TransferProgress, hub_byte_counter, offline, retrying, size_text
 
@@ -98,13 +97,9 @@ def verify_shard(path: Path, *, size: int | None = None, sha256: str | None = No
     if size is not None and actual != size:
         raise ShardError(f"{path} has {actual} bytes but the hub says {size} (truncated or padded)")
     if sha256 is not None:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        if digest.hexdigest() != sha256:
-            raise ShardError(f"{path} has sha256 {digest.hexdigest()[:12]}… but the hub says {sha256[:12]}… "
-                             f"(corrupt)")
+        actual_sha = file_sha256(path)
+        if actual_sha != sha256:
+            raise ShardError(f"{path} has sha256 {actual_sha[:12]}… but the hub says {sha256[:12]}… (corrupt)")
     try:
         pf = pq.ParquetFile(path)
         if "text" not in pf.schema_arrow.names:

@@ -1,5 +1,5 @@
-"""Named GPUs for planning a run you have not rented yet: dense bf16 peak FLOP/s, memory, and what a node
-costs. The cuda backend reads the same peaks for MFU, so a plan and a run divide by the same number.
+"""Named GPUs for planning a run you have not rented yet: dense bf16 (and fp8) peak FLOP/s, memory, and what
+a node costs. The cuda backend reads the same peaks for MFU, so a plan and a run divide by the same number.
 """
 
 # (name fragment, dense bf16 tensor-core peak FLOP/s, memory bytes), most specific fragment first.
@@ -12,9 +12,19 @@ GPU_SPECS = [
     ("T4", 65e12, 16e9),
 ]
 
+# GPUs with fp8 tensor cores (compute capability 8.9+: Ada, Hopper, Blackwell). Their dense fp8 peak is
+# twice their dense bf16 peak on every datasheet of these generations, so the table keeps one column.
+FP8_GPUS = {"H100 NVL", "H100 PCIe", "H100", "H200", "H800", "GH200", "B200", "B100", "L40S", "L40", "L4",
+            "RTX 6000 Ada", "4090"}
+
 # The MFU a plan assumes for bf16 training on these GPUs: the seed's d32 measured ~51% on H100, the
 # record's d24 runs ~45% (with fp8 on top); 45% is a fair middle for a time and cost estimate.
 PLANNING_MFU = 0.45
+
+# The same for fp8 training, against the fp8 peak. An fp8 run is not twice as fast: attention, lm_head, the
+# optimizer and every elementwise op stay in bf16. The record's d26 measured fp8 at +17% tokens/s over bf16,
+# so a plan assumes 1.17x the bf16 throughput: 0.45 x 1.17 / 2 = 26% of the fp8 peak.
+PLANNING_MFU_FP8 = 0.26
 
 # On-demand price of one 8xH100 node, dollars per hour: the seed's figure ($24/h; its 3h51m d20 speedrun
 # is "~$100"). The one place this number lives; prices move, so the plan always prints it beside the cost.
@@ -27,6 +37,14 @@ def spec(name: str):
         if fragment.lower() in name.lower():
             return fragment, peak, memory
     return None
+
+
+def fp8_peak(name: str) -> float | None:
+    """Dense fp8 peak FLOP/s of a GPU named by a fragment of its name; None where it has no fp8 tensor cores."""
+    found = spec(name)
+    if found is None or found[0] not in FP8_GPUS:
+        return None
+    return 2 * found[1]
 
 
 def names() -> list[str]:

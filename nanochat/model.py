@@ -22,6 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from nanochat.fp8 import fp8_linear
+
 ROPE_BASE = 100_000
 QK_SCALE = 1.2          # applied to q and k after their norm; folded into the attention scale
 SOFTCAP = 15.0
@@ -111,12 +113,15 @@ def norm(x):
 def linear(module, x, *weights):
     """x @ W.T in x's dtype, where W is the weight(s) of a matmul; several are stacked along the rows.
 
-    Training casts every step (autograd needs it). In inference mode the matmul is prepared once
-    and kept on the module until a weight changes (its version or storage), see inference_matmul.
+    Training casts every step (autograd needs it), or runs in fp8 on a module marked for it (GPT's
+    fp8 argument) while gradients are taken. In inference mode the matmul is prepared once and kept on
+    the module until a weight changes (its version or storage), see inference_matmul.
     """
     dtype = x.dtype
     if torch.compiler.is_compiling() or not torch.is_inference_mode_enabled():  # (this order: no graph break)
         w = weights[0] if len(weights) == 1 else torch.cat(weights)
+        if module.fp8 and torch.is_grad_enabled():
+            return fp8_linear(x, w)
         return F.linear(x, w if w.dtype == dtype else w.to(dtype))
     if x.device.type != "cpu" and len(weights) == 1 and weights[0].dtype == dtype:
         return F.linear(x, weights[0])
@@ -155,7 +160,9 @@ def inference_matmul(w):
 
 
 class Linear(nn.Linear):
-    """fp32 master weight; the matmul runs in the activation's dtype (bf16 on GPUs)."""
+    """fp32 master weight; the matmul runs in the activation's dtype (bf16 on GPUs), or fp8 (see linear)."""
+
+    fp8 = False
 
     def forward(self, x):
         return linear(self, x, self.weight)
@@ -268,6 +275,8 @@ def window_mask(Tq, Tk, window, device):
 
 
 class CausalSelfAttention(nn.Module):
+    fp8 = False  # the fused q/k/v matmul in fp8 (set by GPT)
+
     def __init__(self, config, layer):
         super().__init__()
         self.layer = layer
@@ -321,7 +330,8 @@ class MLP(nn.Module):
         return self.c_proj(F.relu(self.c_fc(x)).square())
 
 
-_MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default)
+_MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+            torch.ops.aten._scaled_mm.default)
 
 
 def _matmuls_only(ctx, op, *args, **kwargs):
@@ -473,11 +483,15 @@ class KVCache:
 # ----------------------------------------------------------------------------------------------
 
 class GPT(nn.Module):
-    def __init__(self, config, *, compute_dtype=torch.float32):
-        """Runs on the meta device too: only shapes here, all values are set in init_weights()."""
+    def __init__(self, config, *, compute_dtype=torch.float32, fp8=False):
+        """Runs on the meta device too: only shapes here, all values are set in init_weights().
+
+        fp8: the blocks' matmuls train in float8 (nanochat/fp8.py); weights and checkpoints do not change.
+        """
         super().__init__()
         self.config = config
         self.compute_dtype = compute_dtype
+        self.fp8 = fp8
         self.windows = config.window_sizes()
         self.backout_layer = config.n_layer // 2
         V, d = config.padded_vocab_size, config.n_embd
@@ -486,6 +500,9 @@ class GPT(nn.Module):
             "h": nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
         })
         self.lm_head = Linear(d, V, bias=False)
+        for block in self.transformer.h:  # the one place fp8 is chosen; lm_head and the gates stay out (fp8.py)
+            for module in (block.attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+                module.fp8 = fp8
         self.value_embeds = nn.ModuleDict({
             str(i): nn.Embedding(V, config.n_kv_head * config.head_dim)
             for i in range(config.n_layer) if has_value_embedding(i, config.n_layer)})

@@ -49,18 +49,25 @@ def pretrain_figures(settings, vocab: int, world_size: int) -> dict:
             "steps": plan.num_iterations, "total_batch": plan.total_batch_size,
             "device_batch": settings.device_batch_size, "processes": world_size, "grad_accum": plan.grad_accum,
             "tokens": tokens, "tokens_per_param": tokens / scaling_params(model), "flops": flops_per_token * tokens,
-            "lr_scale": plan.lr_scale, "weight_decay": plan.weight_decay}
+            "lr_scale": plan.lr_scale, "weight_decay": plan.weight_decay, "fp8": settings.fp8}
 
 
-def gpu_estimate(flops: float, gpu: str = "H100", count: int = 8, mfu: float = gpus.PLANNING_MFU) -> dict:
-    """Hours (and dollars, for H100s) to do `flops` of training on `count` GPUs at `mfu`."""
+def gpu_estimate(flops: float, gpu: str = "H100", count: int = 8, mfu: float | None = None, fp8: bool = False) -> dict:
+    """Hours (and dollars, for H100s) to do `flops` of training on `count` GPUs at `mfu` (default: the planning
+    MFU of bf16, or of fp8 against the fp8 peak when fp8 is on and the GPU has fp8 tensor cores)."""
     found = gpus.spec(gpu)
     if found is None:
         raise NanochatError(f"unknown GPU {gpu!r}; known: {', '.join(gpus.names())}")
     name, peak, memory = found
+    precision = "bf16"
+    if fp8 and gpus.fp8_peak(name):
+        peak, precision = gpus.fp8_peak(name), "fp8"
+    if mfu is None:
+        mfu = gpus.PLANNING_MFU_FP8 if precision == "fp8" else gpus.PLANNING_MFU
     hours = flops / (peak * mfu * count) / 3600
     per_gpu_hour = gpus.NODE_8XH100_DOLLARS_PER_HOUR / 8 if name == "H100" else None
-    return {"gpu": name, "count": count, "mfu": mfu, "peak_flops": peak, "memory_bytes": memory, "hours": hours,
+    return {"gpu": name, "count": count, "mfu": mfu, "peak_flops": peak, "precision": precision,
+            "memory_bytes": memory, "hours": hours,
             "dollars": hours * count * per_gpu_hour if per_gpu_hour else None,
             "dollars_per_hour": count * per_gpu_hour if per_gpu_hour else None}
 
@@ -77,7 +84,7 @@ def preset_summary(name: str) -> dict:
         settings = stage_settings(pretrain)
         figures = pretrain_figures(settings, vocab_size(entries), 1)  # the horizon is the same on 8
         row.update({k: figures[k] for k in ("depth", "params", "tokens", "flops")})
-        row["h100x8"] = gpu_estimate(figures["flops"])
+        row["h100x8"] = gpu_estimate(figures["flops"], fp8=figures["fp8"])
         row["data"] = shards(settings.dataset, figures["tokens"] * CHARS_PER_TOKEN, None, "the horizon")
     tokenizer = next((e for e in entries if e["stage"] == "tokenizer"), None)
     if tokenizer is not None:
@@ -146,7 +153,8 @@ def measure_tokens_per_second(settings, vocab: int, backend, dtype, registry, fi
     model = build_model(settings, vocab, device, dtype)
     hparams = optimizer_hparams(settings, model.config.n_embd)
     from nanochat.distributed import World
-    optimizer = registry.get("optimizer", settings.optimizer).build(model, hparams, World())
+    from nanochat.training import build_optimizer
+    optimizer = build_optimizer(registry, settings.optimizer, model, hparams, World(), compiled=False)
     shape = (settings.device_batch_size, settings.max_seq_len)
     x = torch.randint(0, vocab, shape, device=device)
     elapsed = 0.0
@@ -218,7 +226,7 @@ def dry_run(entries: list[dict], world: int = 1, gpu: str = "H100", gpu_count: i
 def plan_pretrain(settings, vocab, world, gpu, gpu_count, measure, registry) -> dict:
     import torch
     out = {"figures": pretrain_figures(settings, vocab, world)}
-    out["gpu_estimate"] = gpu_estimate(out["figures"]["flops"], gpu, gpu_count)
+    out["gpu_estimate"] = gpu_estimate(out["figures"]["flops"], gpu, gpu_count, fp8=settings.fp8)
     from nanochat.backend import select
     try:
         backend = select(settings.device, registry)
@@ -234,10 +242,18 @@ def plan_pretrain(settings, vocab, world, gpu, gpu_count, measure, registry) -> 
     if backend is not None:
         out["machine"] = {"backend": backend.name, "dtype": str(dtype).replace("torch.", ""),
                           **backend.describe()}
+        if settings.fp8:
+            from nanochat.fp8 import check_supported
+            try:
+                out["machine"]["fp8"] = check_supported(backend.device(0))
+            except ValueError as exc:
+                out["machine"]["fp8"], out["machine_error"] = None, str(exc)
         limit = backend.memory().get("total_bytes")
         out["memory_machine"] = fit(parts, out["figures"], world, limit)
         if not measure:
             out["throughput"] = {"tok_per_s": None, "note": "not measured (--no-measure)"}
+        elif settings.fp8 and not out["machine"]["fp8"]:
+            out["throughput"] = {"tok_per_s": None, "note": "not measured: fp8 cannot run here (above)"}
         elif out["memory_machine"]["fits"] is False or (
                 backend.name == "cpu" and (available_memory() or math.inf) < out["memory_machine"]["bytes"]):
             out["throughput"] = {"tok_per_s": None, "note": "not measured: one step does not fit this machine's memory"}
@@ -316,7 +332,7 @@ def render(plan: dict) -> list[str]:
             lines += _fit_line(f"{g['count']}x{g['gpu']}", stage["memory_gpu"])
             cost = (f", about ${g['dollars']:,.0f} at ${g['dollars_per_hour']:.0f}/h" if g["dollars"] is not None else "")
             lines.append(f"  wall clock on {g['count']}x{g['gpu']}: about {duration_text(g['hours'])} at "
-                         f"{100 * g['mfu']:.0f}% MFU of {g['peak_flops'] / 1e12:.0f} TFLOP/s bf16{cost}")
+                         f"{100 * g['mfu']:.0f}% MFU of {g['peak_flops'] / 1e12:.0f} TFLOP/s {g['precision']}{cost}")
         if "data" in stage:
             lines.append(_data_line(stage["data"]))
     return lines

@@ -6,8 +6,10 @@ own checkpoint; a stage's needs are checked before it starts. With more than one
 worker (`python -m nanochat.runner --worker RUN_DIR STAGE`).
 """
 import argparse
+import contextlib
 import dataclasses
 import datetime
+import json
 import os
 import platform
 import socket
@@ -17,9 +19,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from nanochat import __version__, distributed, plugins, report, sysinfo
+from nanochat import __version__, distributed, nodes, plugins, report, sysinfo
 from nanochat.errors import NanochatError
-from nanochat.runs import Run, RunError, check_name, now
+from nanochat.runs import Run, RunError, RunExists, check_name, now
 from nanochat.stages import (STAGES, StageContext, StageError, find_artifact, given_artifacts, make_settings,
                              needs_of, settings_fields, stage_class)
 
@@ -40,10 +42,24 @@ class Launch:
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
+    overrides: tuple = ()  # this node's --set values: nodes on one shared run folder compare them at each stage
 
     @property
     def distributed(self) -> bool:
         return self.nproc_per_node > 1 or self.nnodes > 1
+
+
+def check_launch(launch: Launch, name: str | None) -> None:
+    """Refuse torchrun knobs that cannot work, before a run is created."""
+    if launch.nproc_per_node < 1 or launch.nnodes < 1:
+        raise StageError(f"--nproc-per-node {launch.nproc_per_node} and --nnodes {launch.nnodes} must be at least 1")
+    if not 0 <= launch.node_rank < launch.nnodes:
+        raise StageError(f"--node-rank {launch.node_rank} must be from 0 to {launch.nnodes - 1} (--nnodes {launch.nnodes})")
+    if not 1024 <= launch.master_port <= 65000:
+        raise StageError(f"--master-port {launch.master_port} must be from 1024 to 65000 (stage i uses the port + i)")
+    if launch.nnodes > 1 and not name:
+        raise StageError(f"with --nnodes {launch.nnodes} give the run a --name, the same on every node (a name made "
+                         f"up from the clock would differ between nodes)")
 
 
 # -- presets ---------------------------------------------------------------------------------------
@@ -180,6 +196,7 @@ def open_or_create(preset: str | None, name: str | None, overrides: list[str], s
     `source` (a `model_source.ModelSource`) starts the new run from another run's model and its tokenizer:
     stages with `source = "from"` train on from there instead of from a model of this run.
     """
+    asked = list(overrides)
     if name and Run.exists(name):
         run = Run.open(name)
         existing = run.info["preset"]
@@ -209,7 +226,10 @@ def open_or_create(preset: str | None, name: str | None, overrides: list[str], s
     check_name(name)
     info = {"preset": preset_id, "description": data.get("description", ""), "overrides": list(overrides),
             "stages": entries, "versions": versions(), "host": socket.gethostname(), "report": report_settings}
-    return Run.create(name, {**info, "from": given} if given else info)
+    try:
+        return Run.create(name, {**info, "from": given} if given else info)
+    except RunExists:  # another node on the same disk created it a moment ago: join it like a resume
+        return open_or_create(preset, name, asked, source)
 
 
 def check_plan(entries: list[dict], given: dict | None, preset_id: str) -> None:
@@ -281,10 +301,13 @@ def update_settings(run: Run, overrides: list[str]) -> None:
                          f"start a new run (another --name, or --from {run.name}:STAGE to train on from its model) "
                          f"to change them, or score its models on other tasks with `nanochat eval --run {run.name} "
                          f"--tasks ...`") from None
-    changed = {e["name"]: e["values"] for e in entries}
+    typed = {s["name"]: dataclasses.asdict(make_settings(stage_class(s["stage"]), e["values"], s["name"]))
+             for s, e in zip(todo, entries)}
+    if all(typed[s["name"]] == s["settings"] for s in todo):
+        return  # the same values again (every node of a multi-node run passes the same --set)
     for s in stages:
-        if s["name"] in changed:
-            s["settings"] = dataclasses.asdict(make_settings(stage_class(s["stage"]), changed[s["name"]], s["name"]))
+        if s["name"] in typed:
+            s["settings"] = typed[s["name"]]
     run.update_info(stages=stages, overrides=run.info.get("overrides", []) + list(overrides))
 
 
@@ -329,28 +352,55 @@ def checkpoint_users(run: Run, stage: str) -> list[tuple[str, str, str]]:
 
 
 def execute_stage(run: Run, entry: dict, world=None, echo: bool = True) -> None:
-    """Run one stage in this process (as the only process, or as one torchrun rank)."""
+    """Run one stage in this process (as the only process, or as one torchrun rank).
+
+    Under torchrun every node's processes first agree on the job (`nodes.join`); a one-process stage
+    (`distributed = False`, launched this way only on several nodes) runs on rank 0 while the others wait.
+    Rank 0's outcome is then recorded in every node's copy of the run.
+    """
     cls = stage_class(entry["stage"])
     settings = make_settings(cls, entry["settings"], entry["name"])
     registry = plugins.registry()
-    ctx = StageContext(run, entry, settings, world or distributed.World(), registry, echo=echo)
-    if world is None and distributed.from_env().size > 1:
-        ctx.world = distributed.init(ctx.backend)
+    # every process of the launch (ctx.world: those that run the stage); until the nodes have compared notes,
+    # each node's local rank 0 speaks for its node, so a refusal reaches every node's driver
+    job = world or distributed.from_env()
+    job = dataclasses.replace(job, shared_home=job.size == 1) if world is None else job
+    ctx = StageContext(run, entry, settings, job, registry, echo=echo)
     try:
+        alone = False
+        if world is None and job.size > 1:
+            job = ctx.world = nodes.join(distributed.init(ctx.backend), run, entry)
+            if not getattr(cls, "distributed", True):
+                alone = True
+                ctx.world = distributed.World() if job.is_main else job
         ctx.event("stage_start")
-        cls().run(ctx)
-        if ctx.world.is_main:
-            run.set_status(entry["name"], state="done", finished=now(), artifacts=ctx.provided,
-                           summary=ctx.summary, notes=ctx.notes, error=None)
+        if not alone:
+            cls().run(ctx)
+        else:  # the others wait for rank 0's verdict rather than in a collective that would time out
+            error = None
+            if job.is_main:
+                try:
+                    cls().run(ctx)
+                except Exception as exc:
+                    error = exc
+            verdict = job.from_main(error and f"{type(error).__name__}: {error}")
+            if error is not None:
+                raise error
+            if verdict:
+                raise StageError(f"stage {entry['name']!r} failed on node 0: {verdict}")
+        result = nodes.outcome(job, ctx)
+        nodes.ship_missing(job, run.dir, result["artifacts"])
+        if job.is_home_main:
+            run.set_status(entry["name"], state="done", finished=now(), error=None, **result)
         ctx.event("stage_done")
     except BaseException as exc:
-        if ctx.world.is_main:
+        if job.is_home_main:
             state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            run.set_status(entry["name"], state=state, finished=now(), error=f"{type(exc).__name__}: {exc}")
+            run.set_status(entry["name"], state=state, finished=now(), error=nodes.explain(exc))
             ctx.event("stage_failed", error=str(exc))
         raise
     finally:
-        distributed.shutdown(ctx.world)
+        distributed.shutdown(job)
 
 
 def torchrun_prefix(launch: Launch) -> list[str]:
@@ -369,9 +419,13 @@ def torchrun_command(run: Run, entry: dict, launch: Launch) -> list[str]:
 
 
 def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only: list[str] | None = None) -> Run:
+    """Drive the run's stages on this node. With several nodes each node runs this; node 0 leads (it keeps
+    the run's invocations, report and "running" states), the others follow stage by stage."""
     launch = launch or Launch()
-    with run.lock(), report.written_after(run):  # text after each stage, plots too when the run ends well
-        run.record_invocation(sysinfo.capture(launch))  # the report renders from files: keep the machine's facts
+    leader = launch.node_rank == 0
+    with run.lock(launch.node_rank), (report.written_after(run) if leader else contextlib.nullcontext()):
+        if leader:
+            run.record_invocation(sysinfo.capture(launch))  # the report renders from files: keep the machine's facts
         stages = run.stages()
         if only:
             unknown = set(only) - {s["name"] for s in stages}
@@ -379,7 +433,7 @@ def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only
                 raise StageError(f"unknown stage(s) {', '.join(sorted(unknown))} in run {run.name!r}; "
                                  f"stages: {', '.join(s['name'] for s in stages)}")
         resolve_names([s for s in stages if (not only or s["name"] in only) and run.status(s["name"])["state"] != "done"])
-        for entry in stages:
+        for index, entry in enumerate(stages):
             name = entry["name"]
             if only and name not in only:
                 continue
@@ -388,23 +442,49 @@ def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only
                 echo and print(f"[{run.name}] {name}: done, skipping", flush=True)
                 continue
             check_needs(run, entry)
-            resuming = status["state"] != "pending"
+            # a follower sees "running" when node 0 has just started the stage
+            resuming = status["state"] not in (("pending",) if leader else ("pending", "running"))
             echo and print(f"[{run.name}] {name}: {'resuming' if resuming else 'starting'}", flush=True)
-            run.set_status(name, state="running", started=now(), finished=None, pid=os.getpid(),
-                           host=socket.gethostname(), attempts=status.get("attempts", 0) + 1,
-                           world_size=launch.nproc_per_node * launch.nnodes,
-                           earlier_seconds=report.stage_seconds(status, run.stage_dir(name)) if resuming else 0.0)
-            if launch.distributed and getattr(stage_class(entry["stage"]), "distributed", True):
-                code = subprocess.call(torchrun_command(run, entry, launch))
-                if code != 0:
-                    if run.status(name)["state"] == "running":
-                        run.set_status(name, state="failed", finished=now(), error=f"torchrun exited with {code}")
-                    raise StageError(f"stage {name!r} failed under torchrun (exit code {code}); "
-                                     f"see {run.stage_dir(name) / 'log.txt'}")
+            if leader:
+                run.set_status(name, state="running", started=now(), finished=None, pid=os.getpid(),
+                               host=socket.gethostname(), attempts=status.get("attempts", 0) + 1,
+                               world_size=launch.nproc_per_node * launch.nnodes,
+                               earlier_seconds=report.stage_seconds(status, run.stage_dir(name)) if resuming else 0.0)
+            # several nodes: every stage under torchrun, so the nodes stay in step and learn each outcome
+            if launch.nnodes > 1 or (launch.distributed and getattr(stage_class(entry["stage"]), "distributed", True)):
+                launch_stage(run, entry, launch, index)
             else:
                 execute_stage(run, entry, echo=echo)
-            report.write(run, plots=False)
+            if leader:
+                report.write(run, plots=False)
     return run
+
+
+def launch_stage(run: Run, entry: dict, launch: Launch, index: int) -> None:
+    """Run a stage under torchrun; on several nodes, stage number `index` rendezvouses on master port +
+    index, so a node that starts the next stage early never meets the last stage's rendezvous."""
+    name = entry["name"]
+    if launch.nnodes > 1:
+        launch = dataclasses.replace(launch, master_port=launch.master_port + index)
+    env = {**os.environ, nodes.ASKED_ENV: json.dumps(list(launch.overrides))}
+    code = subprocess.call(torchrun_command(run, entry, launch), env=env)
+    status = run.status(name)
+    if code == 0 and status["state"] == "done":
+        return
+    if status["state"] == "running" and launch.node_rank == 0:
+        status = run.set_status(name, state="failed", finished=now(), error=f"torchrun exited with {code}")
+    where = f" on node {launch.node_rank} of {launch.nnodes}" if launch.nnodes > 1 else ""
+    why = status.get("error") if status["state"] in ("failed", "interrupted") else None
+    if code == 0:
+        why = f"torchrun ended well but this node's copy of the run does not say {name!r} is done"
+    message = f"stage {name!r} failed under torchrun{where} (exit code {code})" + (f": {why}" if why else "")
+    if launch.nnodes > 1:
+        message += (f". Every node stops when one does: fix the cause, then start the same `nanochat run --name "
+                    f"{run.name} --nnodes {launch.nnodes} --node-rank K ...` on every node (a training stage resumes "
+                    f"from its last checkpoint)")
+    if launch.node_rank != 0:
+        message += "; the stage's log is on node 0"
+    raise StageError(f"{message}; see {run.stage_dir(name) / 'log.txt'}" if launch.node_rank == 0 else message)
 
 
 def _worker_main(argv=None):

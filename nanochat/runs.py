@@ -41,6 +41,10 @@ class RunBusy(RunError):
     pass
 
 
+class RunExists(RunError):
+    pass
+
+
 def now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -69,9 +73,16 @@ class Run:
     def create(cls, name: str, info: dict) -> "Run":
         directory = paths.runs_dir() / check_name(name)
         if (directory / "run.json").exists():
-            raise RunError(f"run {name!r} already exists at {directory}")
+            raise RunExists(f"run {name!r} already exists at {directory}")
         run = cls(directory)
-        atomic_write_json(run.dir / "run.json", {"name": name, "created": now(), **info})
+        tmp = run.dir / f".run.json.new{os.getpid()}"
+        atomic_write_json(tmp, {"name": name, "created": now(), **info})
+        try:  # a link never replaces: of two nodes creating the run on a shared disk, one creates, one is told
+            os.link(tmp, run.dir / "run.json")
+        except FileExistsError:
+            raise RunExists(f"run {name!r} already exists at {directory}") from None
+        finally:
+            tmp.unlink()
         return run
 
     @classmethod
@@ -144,9 +155,14 @@ class Run:
         return read_jsonl(self.dir / "invocations.jsonl")
 
     # -- concurrency ----------------------------------------------------------------------------
-    def lock(self):
-        """Only one process drives a run at a time; a crashed holder releases the lock with its death."""
-        return file_lock(self.dir / "run.lock", f"run {self.name!r}")
+    def lock(self, node: int = 0):
+        """Only one process drives a run at a time; a crashed holder releases the lock with its death.
+
+        Each node of a multi-node run has its own driver and lock file (on a shared disk they are side by side).
+        """
+        if node == 0:
+            return file_lock(self.dir / "run.lock", f"run {self.name!r}")
+        return file_lock(self.dir / f"run.node{node}.lock", f"node {node} of run {self.name!r}")
 
 
 @contextlib.contextmanager

@@ -70,13 +70,17 @@ class Checkpointer:
     def resume(self):
         """(Loop, loader states by stream) from the latest checkpoint of this stage, or None to start fresh."""
         ctx = self.ctx
-        if not (Path(ctx.checkpoint_dir) / "latest.json").exists():
+        ckpt = None
+        if (Path(ctx.checkpoint_dir) / "latest.json").exists():
+            ckpt = checkpoint.load(ctx.checkpoint_dir)  # falls back past a damaged newest checkpoint
+            if ckpt.skipped:
+                ctx.log(f"warning: {ckpt.skipped}; resuming from the previous checkpoint, step {ckpt.step}")
+        if not ctx.world.shared_home:
+            ckpt = self._common(ckpt)
+        if ckpt is None:
             # killed before its first checkpoint: the fresh start writes every record again
             ctx.run.keep_metrics(ctx.name, lambda r: False)
             return None
-        ckpt = checkpoint.load(ctx.checkpoint_dir)  # falls back past a damaged newest checkpoint
-        if ckpt.skipped:
-            ctx.log(f"warning: {ckpt.skipped}; resuming from the previous checkpoint, step {ckpt.step}")
         saved, wanted = ckpt.meta.get("model_config"), self.meta["model_config"]
         if saved != wanted:
             raise StageError(f"checkpoint {ckpt.path} holds a model with config {saved}, but the settings ask for "
@@ -94,6 +98,18 @@ class Checkpointer:
         ctx.log(f"resumed from step {loop.step} ({ckpt.path})")
         return loop, state["loaders"]
 
+    def _common(self, ckpt):
+        """Nodes with a disk each may have got to different saves when one died: all resume from the newest
+        step every node has (two are kept), or all start afresh."""
+        steps = self.ctx.world.gather_all(ckpt and ckpt.step)
+        if None in steps:
+            return None
+        step = min(steps)
+        if step != ckpt.step:
+            self.ctx.log(f"another node's newest checkpoint is step {step}: resuming every node from there")
+            ckpt = checkpoint.load(checkpoint.step_dir(self.ctx.checkpoint_dir, step))
+        return ckpt
+
     def save(self, loop: Loop, loader_states: dict, **meta):
         """Every rank calls this, with each stream's loader state as of the end of step `loop.step`.
 
@@ -109,6 +125,12 @@ class Checkpointer:
         return self.path
 
 
+def build_optimizer(registry, name: str, model, hparams: dict, world, compiled: bool):
+    """The optimizer plugin `name` for `model`, as every stage and the training benchmark build it: its update
+    kernels compiled exactly when the model's step is (`compiled`), so a benchmark times what a run runs."""
+    return registry.get("optimizer", name).build(model, {**hparams, "compile": compiled}, world)
+
+
 def next_micro_batches(loaders: list, world):
     """One batch from each of this process's streams, or None when any process ran out of data.
 
@@ -121,8 +143,12 @@ def next_micro_batches(loaders: list, world):
     return batches if have else None
 
 
-def optimizer_step(train_model, batches, optimizer, world) -> float:
-    """Forward/backward each micro-batch (losses averaged), step, zero grads; the batch loss over all processes."""
+def optimizer_step(train_model, batches, optimizer, world) -> torch.Tensor:
+    """Forward/backward each micro-batch (losses averaged), step, zero grads; the batch loss over all processes.
+
+    The loss stays on the device (a 0-d float64 tensor): reading it is a host sync, which Progress does
+    once per `log_every` steps, after the next batch is on its way.
+    """
     total = None
     for x, y in batches:
         try:
@@ -137,41 +163,69 @@ def optimizer_step(train_model, batches, optimizer, world) -> float:
     faults.hit("step")
     optimizer.step()
     train_model.zero_grad(set_to_none=True)
-    value = (total / len(batches)).item()  # the one device sync of the step
+    value = (total / len(batches)).double()  # float64 as the sum over ranks has always been taken
     if world.size > 1:
-        value = world.all_reduce_sum([value])[0] / world.size
+        import torch.distributed as dist
+        dist.all_reduce(value)  # on the device: no host round trip
+        value = value / world.size
     return value
 
 
 class Progress:
-    """The per-step record and console line: loss (and its debiased EMA), speed, MFU, ETA."""
+    """The per-step record and console line: loss (and its debiased EMA), speed, MFU, ETA.
+
+    Steps are read back every `log_every` steps (and on flush()): one host sync for the window, whose
+    steps each get the window's mean time. Every step still gets its record; the console gets the
+    window's last line. Flush before anything that saves the loop (a checkpoint).
+    """
 
     def __init__(self, ctx, loop: Loop, total_steps: int | None, tokens_per_step: int, flops_per_token: float,
-                 peak_flops: float | None):
+                 peak_flops: float | None, log_every: int = 1):
         self.ctx, self.loop, self.total = ctx, loop, total_steps
         self.tokens_per_step, self.flops_per_token, self.peak = tokens_per_step, flops_per_token, peak_flops
-        self.t0 = None
+        self.log_every = max(1, log_every)
+        self.t0, self.pending = None, []
 
     def start(self):
-        self.ctx.backend.synchronize()
-        self.t0 = time.time()
+        if self.t0 is None:  # a window opens: time it from an idle device
+            self.ctx.backend.synchronize()
+            self.t0 = time.time()
 
-    def done(self, loss: float, **extra) -> dict:
-        dt = time.time() - self.t0
+    def done(self, loss, **extra) -> dict | None:
+        """Count the step; `loss` a float or a device tensor. The record of the window's last step when it flushed."""
+        self.loop.step += 1
+        self.pending.append((loss, extra))
+        if self.loop.step % self.log_every == 0 or self.loop.step == self.total:
+            return self.flush()
+        return None
+
+    def flush(self) -> dict | None:
+        if not self.pending:
+            return None
+        losses = torch.stack([torch.as_tensor(loss, dtype=torch.float64) for loss, _ in self.pending]).tolist()  # the sync
+        dt = (time.time() - self.t0) / len(self.pending)
+        first = self.loop.step - len(self.pending) + 1
+        for i, (loss, (_, extra)) in enumerate(zip(losses, self.pending)):
+            record = self._record(first + i, loss, dt, extra, say=i == len(losses) - 1)
+        self.pending, self.t0 = [], None
+        return record
+
+    def _record(self, step: int, loss: float, dt: float, extra: dict, say: bool) -> dict:
         loop = self.loop
-        loop.step += 1
-        if loop.step > 10:  # the first steps include compilation and warm-up
+        if step > 10:  # the first steps include compilation and warm-up
             loop.train_seconds += dt
         loop.smooth_loss = 0.9 * loop.smooth_loss + 0.1 * loss
-        smooth = loop.smooth_loss / (1 - 0.9 ** loop.step)
+        smooth = loop.smooth_loss / (1 - 0.9 ** step)
         tok_per_s = self.tokens_per_step / dt
         mfu = self.flops_per_token * self.tokens_per_step / dt / (self.peak * self.ctx.world.size) if self.peak else None
-        per_step = loop.train_seconds / (loop.step - 10) if loop.step > 10 else dt
-        eta = (self.total - loop.step) * per_step if self.total else None
-        record = {"step": loop.step, "loss": loss, "smooth_loss": smooth, "dt_ms": dt * 1000, "tok_per_s": tok_per_s,
+        per_step = loop.train_seconds / (step - 10) if step > 10 else dt
+        eta = (self.total - step) * per_step if self.total else None
+        record = {"step": step, "loss": loss, "smooth_loss": smooth, "dt_ms": dt * 1000, "tok_per_s": tok_per_s,
                   "mfu": mfu, "eta_s": eta, **extra}
         self.ctx.metric(record)
-        parts = [f"step {loop.step:,}" + (f"/{self.total:,}" if self.total else ""), f"loss {loss:.4f} (smooth {smooth:.4f})"]
+        if not say:
+            return record
+        parts = [f"step {step:,}" + (f"/{self.total:,}" if self.total else ""), f"loss {loss:.4f} (smooth {smooth:.4f})"]
         parts += [f"{k} {v:.3f}" for k, v in extra.items() if isinstance(v, float)]
         parts += [f"{dt * 1000:.0f} ms", f"{tok_per_s:,.0f} tok/s"]
         parts += [f"mfu {100 * mfu:.1f}%"] if mfu is not None else []

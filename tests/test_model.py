@@ -404,12 +404,10 @@ def _close(a, b, rel, floor=1e-3):
 def test_compiled_bf16_blocked_attention_and_optimizer_step_match_eager():
     """What a CPU training step runs by default: bf16, sequences above ATTN_BLOCK (the blocked attention) and the
     compiled Muon/AdamW update. Compiled and eager agree to bf16 rounding (inductor fuses in another order)."""
-    import nanochat_optimizers
     from nanochat.distributed import World
     from nanochat.model import ATTN_BLOCK
-    found = []
-    nanochat_optimizers.nanochat_optimizer(register=found.append)
-    muon = {p.name: p for p in found}["muon"]
+    from nanochat.plugins import registry
+    from nanochat.training import build_optimizer  # as the stages and benchmarks/train.py build it
     T = 2 * ATTN_BLOCK + 32
     idx = torch.randint(0, 100, (1, T), generator=torch.Generator().manual_seed(3))
     model = build(tiny(depth=2, sequence_len=T, window_pattern="SL"), dtype=torch.bfloat16)
@@ -429,8 +427,9 @@ def test_compiled_bf16_blocked_attention_and_optimizer_step_match_eager():
         m = build(tiny(depth=2, sequence_len=T, window_pattern="SL"), dtype=torch.bfloat16)
         m.load_state_dict(model.state_dict())
         hp = dict(embedding_lr=0.3, unembedding_lr=0.008, matrix_lr=0.02, scalar_lr=0.5, weight_decay=0.28,
-                  model_dim=m.config.n_embd, compile=compile)
-        opt = muon.build(m, hp, World())
+                  model_dim=m.config.n_embd)
+        opt = build_optimizer(registry(), "muon", m, hp, World(), compiled=compile)
+        assert opt.kernels.compile == compile
         for _ in range(2):
             for p, g in zip(m.parameters(), grads):
                 p.grad = g.clone()

@@ -30,15 +30,18 @@ def test_presets_show_size_tokens_flops_hours_and_cost(cli):
     assert d24["depth"] == 24 and d24["params"] == 1_384_122_122  # the record's d24 (nanochat-facts §2.1)
     assert d24["tokens"] == 5568 * 2**20  # tokens:params 8 at the automatic 2^20 batch: the record's 5,568 steps
     assert d24["flops"] == pytest.approx(2.79e19, rel=0.01)
-    est = d24["h100x8"]
-    assert est["mfu"] == gpus.PLANNING_MFU and est["count"] == 8
-    assert est["hours"] == pytest.approx(d24["flops"] / (8 * 989e12 * gpus.PLANNING_MFU) / 3600)
+    est = d24["h100x8"]  # the record trains in fp8: planned against the fp8 peak at the fp8 planning MFU
+    assert est["precision"] == "fp8" and est["mfu"] == gpus.PLANNING_MFU_FP8 and est["count"] == 8
+    assert est["hours"] == pytest.approx(d24["flops"] / (8 * 2 * 989e12 * gpus.PLANNING_MFU_FP8) / 3600)
     assert est["dollars"] == pytest.approx(est["hours"] * gpus.NODE_8XH100_DOLLARS_PER_HOUR)
     assert rows["d26"]["depth"] == 26 and rows["d26"]["flops"] > d24["flops"]
-    assert rows["speedrun-d20"]["depth"] == 20
+    d20 = rows["speedrun-d20"]
+    assert d20["depth"] == 20 and d20["h100x8"]["precision"] == "bf16"  # the seed's run stays in bf16
+    assert d20["h100x8"]["hours"] == pytest.approx(d20["flops"] / (8 * 989e12 * gpus.PLANNING_MFU) / 3600)
     text = cli("presets").stdout
-    assert "d24, 1.38B params, 5.84B tokens, 2.79e+19 FLOPs; pretraining on 8xH100: ~2.18 h, ~$52" in text
+    assert "d24, 1.38B params, 5.84B tokens, 2.79e+19 FLOPs; pretraining on 8xH100 in fp8: ~1.88 h, ~$45" in text
     assert f"{100 * gpus.PLANNING_MFU:.0f}% MFU of 989 TFLOP/s" in text and "$24/h" in text
+    assert f"{100 * gpus.PLANNING_MFU_FP8:.0f}% of its 1979 TFLOP/s fp8 peak" in text
 
 
 def test_the_record_recipe_resolves_as_the_leaderboard_runs_it():
@@ -46,6 +49,7 @@ def test_the_record_recipe_resolves_as_the_leaderboard_runs_it():
     pretrain = next(e for e in entries if e["name"] == "pretrain")
     settings = plan.stage_settings(pretrain)
     assert settings.dataset == "climbmix" and settings.window_pattern == "SSSL" and settings.device_batch_size == 16
+    assert settings.fp8
     f = plan.pretrain_figures(settings, plan.vocab_size(entries), 8)
     assert f["vocab_size"] == 32768 and f["total_batch"] == 2**20 and f["steps"] == 5568
     assert f["grad_accum"] == 4 and f["tokens_per_param"] == pytest.approx(8, rel=1e-3)

@@ -18,7 +18,6 @@ any) and no file in it changed size since extraction; otherwise it is fetched ag
 """
 import contextlib
 import fcntl
-import hashlib
 import http.client
 import json
 import os
@@ -32,7 +31,7 @@ import zipfile
 from pathlib import Path
 
 from nanochat import paths
-from nanochat.atomic import atomic_write_json, publish
+from nanochat.atomic import atomic_write_json, file_sha256, publish
 from nanochat.errors import NanochatError
 from nanochat.fetch import PERMANENT_HTTP, TransferProgress, offline, retrying
 
@@ -70,7 +69,7 @@ def fetch(url: str | None = None, *, sha256: str | None = None, log=None, retrie
         _check_allowed(url)
         log(f"fetching the CORE eval bundle from {url}")
         _download(url, part, retries=retries, backoff=backoff, timeout=timeout, log=log)
-        digest = _sha256(part)
+        digest = file_sha256(part)
         if expected and digest != expected:
             part.unlink()
             raise BundleError(f"the eval bundle from {url} has sha256 {digest} but {expected} was expected; the "
@@ -216,14 +215,6 @@ def _reason(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)
     text = str(reason if reason is not None and not isinstance(exc, urllib.error.HTTPError) else exc)
     return f"{type(exc).__name__}: {text}".splitlines()[0][:200]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- extraction --------------------------------------------------------------------------------------

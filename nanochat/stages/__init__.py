@@ -195,12 +195,15 @@ class StageContext:
         """The matmul dtype for a stage's `dtype` setting: auto (the backend's choice), bf16 or fp32."""
         return compute_dtype(self.backend, name)
 
-    def maybe_compile(self, model, setting: str = "auto"):
-        """torch.compile the model when the `compile` setting (auto / on / off) and the backend say so."""
+    def wants_compile(self, setting: str = "auto") -> bool:
+        """Whether the `compile` setting (auto / on / off) and the backend say to torch.compile the training step."""
         if setting not in ("auto", "on", "off"):
             raise StageError(f"compile={setting!r} is not one of auto, on, off")
-        wanted = self.backend.compile_is_wise() if setting == "auto" else setting == "on"
-        if not wanted:
+        return self.backend.compile_is_wise() if setting == "auto" else setting == "on"
+
+    def maybe_compile(self, model, setting: str = "auto"):
+        """torch.compile the model when wants_compile(setting)."""
+        if not self.wants_compile(setting):
             return model
         import torch
         return torch.compile(model, dynamic=False)

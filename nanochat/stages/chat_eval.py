@@ -36,7 +36,10 @@ class ChatEvalStage:
         s = ctx.settings
         tok = ctx.tokenizer()
         model, ckpt = load_model(ctx.artifact(f"{s.source}-model"), ctx.device, ctx.compute_dtype(s.dtype))
-        done = {m["task"]: m for m in ctx.run.metrics(ctx.name) if "task" in m}  # resume: keep finished tasks
+        # resume: keep finished tasks. Only rank 0 reads them (other nodes may have no copy of the metrics, or
+        # read while it appends): every rank must run the same tasks, or their collectives would not match
+        done = ctx.world.from_main({m["task"]: m for m in ctx.run.metrics(ctx.name) if "task" in m}
+                                   if ctx.world.is_main else None)
         results = evaluate_tasks(model, tok, scored_views(s.tasks, ctx.registry), settings=s, world=ctx.world,
                                  device=ctx.device, done=done, log=ctx.log, record=ctx.metric)
         for label, r in results.items():

@@ -18,9 +18,10 @@ from nanochat.data import PackedLoader, conversation_source, in_steps, regroup
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.stages import CommonSettings, StageError, needs_source_model
 from nanochat.tasks import mixture
-from nanochat.training import (CHAT_PROMPTS, LR_KEYS, Checkpointer, Loop, Progress, grad_accum_steps, inherited,
-                               load_source_model, loader_states, micro_streams, next_micro_batches, optimizer_step,
-                               peak_memory_gib, scale_learning_rates, warm_start_optimizer)
+from nanochat.training import (CHAT_PROMPTS, LR_KEYS, Checkpointer, Loop, Progress, build_optimizer,
+                               grad_accum_steps, inherited, load_source_model, loader_states, micro_streams,
+                               next_micro_batches, optimizer_step, peak_memory_gib, scale_learning_rates,
+                               warm_start_optimizer)
 
 
 
@@ -85,7 +86,7 @@ class ChatTrainStage:
         # -- the optimizer, at a fraction of the inherited rates, warm-started from the source's state ------------
         lrs = {k: geo[k] for k in LR_KEYS}
         hparams = {**lrs, "weight_decay": 0.0, "model_dim": model.config.n_embd}
-        optimizer = ctx.registry.get("optimizer", s.optimizer).build(model, hparams, world)
+        optimizer = build_optimizer(ctx.registry, s.optimizer, model, hparams, world, ctx.wants_compile(s.compile))
         scale_learning_rates(optimizer, s.init_lr_frac)
         if s.load_optimizer and warm_start_optimizer(ctx, optimizer, source):
             ctx.log("optimizer warm-started from the source checkpoint (momentum buffers; learning rates are ours)")

@@ -16,14 +16,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from nanochat import scaling
+from nanochat import fp8, scaling
 from nanochat.data import PackedLoader, document_source, in_steps, regroup
 from nanochat.datasets import resolve
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.model import GPT, GPTConfig
 from nanochat.stages import CommonSettings, StageError
-from nanochat.training import (SAMPLE_PROMPTS, Checkpointer, Loop, OutOfMemory, Progress, grad_accum_steps,
-                               greedy_samples, loader_states, micro_streams, optimizer_step, peak_memory_gib)
+from nanochat.training import (SAMPLE_PROMPTS, Checkpointer, Loop, OutOfMemory, Progress, build_optimizer,
+                               grad_accum_steps, greedy_samples, loader_states, micro_streams, optimizer_step,
+                               peak_memory_gib)
 
 CHARS_PER_TOKEN = 4.8  # for planning how many shards a horizon needs (measured on FineWeb-Edu at 32K-65K vocab)
 
@@ -61,9 +62,10 @@ class PretrainSettings(CommonSettings):
     sample_every: int = 2000
     save_every: int = 1000
     keep_checkpoints: int = 2
-    log_every: int = 1
+    log_every: int = 1  # read the loss back (a host sync) and print a line every N steps; every step keeps its record
     # execution
     dtype: str = "auto"  # auto (the backend's choice), bf16 or fp32
+    fp8: bool = False  # the blocks' matmuls in float8 (CUDA capability 8.9+; emulated on CPU); see nanochat/fp8.py
     compile: str = "auto"  # auto (the backend's advice), on or off
     tokenizer_threads: int = 4
     seed: int = 42
@@ -76,12 +78,22 @@ def model_config(s, vocab_size: int) -> GPTConfig:
 
 def build_model(s, vocab_size: int, device, dtype) -> GPT:
     with torch.device("meta"):
-        model = GPT(model_config(s, vocab_size), compute_dtype=dtype)
+        model = GPT(model_config(s, vocab_size), compute_dtype=dtype, fp8=s.fp8)
     if device == "meta" or getattr(device, "type", None) == "meta":
         return model  # shape only: for planning
     model.to_empty(device=device)
     model.init_weights()
     return model
+
+
+def fp8_mode_for(s, device) -> str | None:
+    """None without fp8; else how it runs here ("cuda" or "emulated"), or a StageError saying why it cannot."""
+    if not s.fp8:
+        return None
+    try:
+        return fp8.check_supported(device)
+    except ValueError as exc:
+        raise StageError(str(exc)) from None
 
 
 def scaling_params(model) -> int:
@@ -159,6 +171,7 @@ class PretrainStage:
         # -- the tokenizer and the dataset ---------------------------------------------------------------
         s, world, backend, device = ctx.settings, ctx.world, ctx.backend, ctx.device
         dtype = ctx.compute_dtype(s.dtype)
+        fp8_mode = fp8_mode_for(s, device)
         torch.manual_seed(s.seed)
         tok = ctx.tokenizer()
         token_bytes = torch.tensor(tok.token_bytes(), dtype=torch.int64, device=device)
@@ -168,7 +181,7 @@ class PretrainStage:
         model = build_model(s, tok.vocab_size, device, dtype)
         plan = plan_training(s, model, world.size)
         flops_per_token = model.estimate_flops()
-        peak = backend.peak_flops(dtype)
+        peak = backend.peak_flops(fp8.peak_dtype(device, dtype) if s.fp8 else dtype)
         check_shards(dataset, plan.num_iterations * plan.total_batch_size)
         counts = model.num_scaling_params()
         ctx.log(f"model: depth {s.depth}, width {model.config.n_embd}, {model.config.n_head} heads, "
@@ -176,10 +189,14 @@ class PretrainStage:
         ctx.log(f"plan: {plan.num_iterations:,} steps x {plan.total_batch_size:,} tokens = "
                 f"{plan.num_iterations * plan.total_batch_size:,} tokens; grad accum {plan.grad_accum} x {world.size} "
                 f"process(es); LR x{plan.lr_scale:.3f}; weight decay {plan.weight_decay:.4f}; {dtype}; {backend.name}")
+        if fp8_mode:
+            ctx.log("fp8: the blocks' matmuls train in float8 (e4m3 weights and activations, e5m2 gradients); "
+                    + ("fp8 tensor cores, MFU against the fp8 peak" if fp8_mode == "cuda" else
+                       "emulated on this CPU (same numerics, slower than bf16: for testing)"))
 
         # -- the optimizer (a plugin), built with the scaled rates -----------------------------------------------
         hparams = optimizer_hparams(s, model.config.n_embd, plan.lr_scale, plan.weight_decay)
-        optimizer = ctx.registry.get("optimizer", s.optimizer).build(model, hparams, world)
+        optimizer = build_optimizer(ctx.registry, s.optimizer, model, hparams, world, ctx.wants_compile(s.compile))
         for group in optimizer.param_groups:
             group.setdefault("initial_weight_decay", group.get("weight_decay", 0.0))
 
@@ -217,16 +234,21 @@ class PretrainStage:
         loaders = {v: stream(v, resumed[1][str(v)] if resumed else None) for v in mine}
         train_model = ctx.maybe_compile(model, s.compile)
         eval_rounds = max(1, s.eval_tokens // (rows_per_stream * s.max_seq_len * streams))
-        progress = Progress(ctx, loop, plan.num_iterations, plan.total_batch_size, flops_per_token, peak)
+        progress = Progress(ctx, loop, plan.num_iterations, plan.total_batch_size, flops_per_token, peak, s.log_every)
         first_step, oom_note = True, None
 
         # -- the loop ------------------------------------------------------------------------------
         val_bpb, t_start = None, time.time()
+        upcoming = None  # the next step's rows, fetched while this step still runs on the device
         while True:
             step = loop.step
             last_step = step == plan.num_iterations
+            evaluating = last_step or (s.eval_every > 0 and step % s.eval_every == 0)
+            saving = last_step or (s.save_every > 0 and step > 0 and step % s.save_every == 0)
+            if evaluating or saving:
+                progress.flush()  # the loop's losses are read before anything is saved or measured
             # evaluate: validation bits per byte
-            if last_step or (s.eval_every > 0 and step % s.eval_every == 0):
+            if evaluating:
                 model.eval()
                 eval_steps = eval_rounds * rows_per_stream * len(mine) // device_batch
                 val_bpb = evaluate_bpb(train_model, val_batches(), eval_steps, token_bytes, world)
@@ -240,13 +262,14 @@ class PretrainStage:
                     ctx.log(f"  sample: {text!r}")
                 model.train()
             # checkpoint: everything a resume needs
-            if last_step or (s.save_every > 0 and step > 0 and step % s.save_every == 0):
+            if saving:
                 checkpointer.save(loop, loader_states(loaders), val_bpb=val_bpb)
             if last_step:
                 break
             # train: one optimizer step over this step's rows, at this step's scheduled LR / momentum / decay
             progress.start()
-            rows = [next(loader) for loader in loaders.values()]  # pretraining data never runs out
+            rows = upcoming or [next(loader) for loader in loaders.values()]  # pretraining data never runs out
+            upcoming = None
             lrm = scaling.apply(optimizer,
                                 lr=scaling.warmup_warmdown(step, plan.num_iterations, s.warmup_steps, s.warmdown_ratio,
                                                            s.final_lr_frac),
@@ -273,7 +296,11 @@ class PretrainStage:
                 gc.collect()
                 gc.freeze()  # fewer and shorter GC pauses over a long loop
             epoch = next(iter(loaders.values())).position
-            progress.done(loss, lrm=lrm, epoch=epoch["epoch"] if epoch else 1)
+            following = step + 1
+            if following < plan.num_iterations and not (s.save_every > 0 and following % s.save_every == 0):
+                # not before a save: a checkpoint's loader states are those at the end of its step
+                upcoming = [next(loader) for loader in loaders.values()]
+            progress.done(loss, lrm=lrm, epoch=epoch["epoch"] if epoch else 1)  # reads the loss: a host sync
         gc.unfreeze()
         for loader in loaders.values():
             loader.close()
@@ -291,7 +318,8 @@ class PretrainStage:
             f"- FLOPs per token: {flops_per_token:.3e}; total training FLOPs: {flops_per_token * tokens:.3e}",
             f"- steps: {plan.num_iterations:,} x {plan.total_batch_size:,} tokens = {tokens:,} tokens "
             f"(tokens : scaling params = {tokens / scaling_params(model):.2f})",
-            f"- dataset: {s.dataset}; optimizer: {s.optimizer}; dtype: {dtype}; processes: {world.size}; "
+            f"- dataset: {s.dataset}; optimizer: {s.optimizer}; dtype: {dtype}"
+            + (f" with fp8 matmuls ({fp8_mode})" if fp8_mode else "") + f"; processes: {world.size}; "
             f"device batch: {device_batch}" + (f" ({oom_note})" if oom_note else ""),
             f"- final val bits per byte: {val_bpb:.4f}",
             f"- training time (excluding the first 10 steps): {loop.train_seconds / 60:.2f} min",

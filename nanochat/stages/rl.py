@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from nanochat import faults, scaling
 from nanochat.stages import CommonSettings, StageError, needs_source_model
 from nanochat.tasks import resolve
-from nanochat.training import (LR_KEYS, Checkpointer, Loop, inherited, load_source_model, peak_memory_gib,
-                               scale_learning_rates)
+from nanochat.training import (LR_KEYS, Checkpointer, Loop, build_optimizer, inherited, load_source_model,
+                               peak_memory_gib, scale_learning_rates)
 
 
 @dataclass
@@ -105,8 +105,8 @@ class RLStage:
         # -- the optimizer at a small fraction of the inherited rates; then resume --------------------------------
         geo = inherited(source.meta)
         lrs = {k: geo[k] for k in LR_KEYS}
-        optimizer = ctx.registry.get("optimizer", s.optimizer).build(
-            model, {**lrs, "weight_decay": 0.0, "model_dim": model.config.n_embd}, world)
+        optimizer = build_optimizer(ctx.registry, s.optimizer, model,  # eager: sampling-bound, the model is too
+                                    {**lrs, "weight_decay": 0.0, "model_dim": model.config.n_embd}, world, False)
         scale_learning_rates(optimizer, s.init_lr_frac)  # every group: the fixed-rate scalars too
         meta = {"model_config": model.config.to_dict(), "settings": asdict(s), "compute_dtype": str(dtype),
                 "lrs": lrs, "source": str(source.path), "batch": source.meta.get("batch", {})}

@@ -13,7 +13,7 @@ import sys
 
 from nanochat import hookimpl
 from nanochat.backend import cpu_name, matmul_peak
-from nanochat.gpus import GPU_SPECS
+from nanochat.gpus import GPU_SPECS, fp8_peak
 
 # Dense bf16 tensor-core peaks (FLOP/s) by GPU name fragment, most specific first: the core's table,
 # shared with the run planner (nanochat/plan.py) so plan and MFU use the same peak.
@@ -117,6 +117,8 @@ class CUDABackend:
         if override:
             return override
         name = torch.cuda.get_device_name()
+        if dtype in (torch.float8_e4m3fn, torch.float8_e5m2):  # fp8 training (nanochat/fp8.py)
+            return fp8_peak(name)  # None (no MFU) for a GPU not in the table: there is no fp8 matmul to time
         for fragment, peak in GPU_BF16_PEAK:
             if fragment in name:
                 return peak if dtype == torch.bfloat16 else peak / 2  # tf32 runs at half the bf16 rate
