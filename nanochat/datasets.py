@@ -199,6 +199,23 @@ class ShardedDataset:
                 "bytes": sum(p.stat().st_size for p in paths), "path": str(self.local_dir())}
 
 
+def language_of(text: str) -> str:
+    """'zh' when a fair share of the letters are CJK ideographs, else 'en' (enough for per-language stats)."""
+    han = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf")
+    letters = sum(1 for ch in text if ch.isalpha())
+    return "zh" if letters and han / letters > 0.3 else "en"
+
+
+def documents_by_language(docs, max_docs: int | None = None) -> dict[str, list[str]]:
+    """{language: documents} in order, at most `max_docs` each: held-out text for per-language figures."""
+    found: dict[str, list[str]] = {}
+    for doc in docs:
+        kept = found.setdefault(language_of(doc), [])
+        if max_docs is None or len(kept) < max_docs:
+            kept.append(doc)
+    return dict(sorted(found.items()))
+
+
 def write_shard(path: Path, docs: list[str]) -> None:
     """Write documents as one shard in the house format (tmp file, then rename: never half a shard)."""
     import pyarrow as pa

@@ -33,6 +33,7 @@ def test_cpu_tiny_runs_every_stage_end_to_end(cli, nanochat_home):
                     "## Chat evaluation (rl)"):
         assert section in report, section
     assert "ChatCORE (these tasks)" in report and "starter-arithmetic" in report and "humaneval" in report
+    assert "- val bpb (en): " in report and "- val bpb (zh): " in report  # the starter data is bilingual
 
     reply = cli("chat", "-p", "What is 2 + 2?", "--max-tokens", "8")
     assert "tiny" in reply.stdout + reply.stderr  # it says which run it loaded

@@ -35,3 +35,23 @@ def evaluate_bpb(model, batches, steps: int, token_bytes: torch.Tensor, world=No
     else:
         total_nats, total_bytes = total_nats.item(), total_bytes.item()
     return total_nats / (math.log(2) * total_bytes) if total_bytes > 0 else float("inf")
+
+
+def documents_bpb(model, tokenizer, docs: list[str], *, seq_len: int, batch_size: int, max_tokens: int,
+                  token_bytes: torch.Tensor) -> float:
+    """Bits per byte of a list of documents, packed into rows the way the validation split is (each row
+    starts at a document, BOS first; a document that does not fit is cut), up to `max_tokens` tokens.
+
+    Used for figures per language and on held-out text from outside the dataset; rows left over after the
+    last full batch are not scored, so give a batch size that the text fills several times.
+    """
+    from nanochat.data import PackedLoader
+
+    def source(start):
+        if start is None:  # one chunk: the whole list
+            ids = tokenizer.encode(docs, prepend=tokenizer.bos_id)
+            yield [(x, None) for x in ids], {"documents": len(docs)}
+
+    device = token_bytes.device
+    loader = PackedLoader(source, batch_size=batch_size, seq_len=seq_len, bos_id=tokenizer.bos_id, device=device)
+    return evaluate_bpb(model, loader, max(1, max_tokens // (batch_size * seq_len)), token_bytes)

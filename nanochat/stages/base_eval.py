@@ -9,8 +9,8 @@ import torch
 from nanochat import faults
 from nanochat.checkpoint import load_model
 from nanochat.data import PackedLoader, document_source
-from nanochat.datasets import resolve
-from nanochat.evaluation.bpb import evaluate_bpb
+from nanochat.datasets import documents_by_language, resolve
+from nanochat.evaluation.bpb import documents_bpb, evaluate_bpb
 from nanochat.stages import CommonSettings
 from nanochat.training import SAMPLE_PROMPTS, greedy_samples
 
@@ -48,6 +48,11 @@ class BaseEvalStage:
             loader.close()
             faults.hit("step")  # NANOCHAT_FAULT: between the two splits
             ctx.log(f"{split} bpb: {results[f'{split}_bpb']:.4f}")
+        if len(dataset.languages) > 1 and world.is_main:  # a multilingual corpus: how each language fares alone
+            for lang, docs in documents_by_language(dataset.iter_documents("val")).items():
+                results[f"val_bpb_{lang}"] = documents_bpb(model, tok, docs, seq_len=T, batch_size=s.device_batch_size,
+                                                           max_tokens=s.split_tokens, token_bytes=token_bytes)
+                ctx.log(f"val bpb ({lang}): {results[f'val_bpb_{lang}']:.4f}")
         ctx.metric({"step": ckpt.step, **results})
         ctx.summary.update(results)
 
@@ -64,4 +69,6 @@ class BaseEvalStage:
         ctx.write_report("\n".join(["## Base model evaluation", "",
                                     f"- checkpoint: step {ckpt.step}, dataset {s.dataset}",
                                     f"- train bpb: {results['train_bpb']:.4f}", f"- val bpb: {results['val_bpb']:.4f}",
+                                    *[f"- val bpb ({key[8:]}): {value:.4f}" for key, value in results.items()
+                                      if key.startswith("val_bpb_")],
                                     "", "Samples:", *lines]))

@@ -28,13 +28,6 @@ PROBES = {
 }
 
 
-def language_of(text: str) -> str:
-    """'zh' when a fair share of the letters are CJK ideographs, else 'en' (enough for per-language stats)."""
-    han = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf")
-    letters = sum(1 for ch in text if ch.isalpha())
-    return "zh" if letters and han / letters > 0.3 else "en"
-
-
 REFERENCES = ("gpt2", "cl100k_base")
 OFFLINE_REASON = "offline (tiktoken could not fetch its file)"
 
@@ -162,15 +155,11 @@ class TokenizerEvalStage:
         max_docs: int = 2000  # validation documents per language
 
     def run(self, ctx):
-        from nanochat.datasets import resolve
+        from nanochat.datasets import documents_by_language, resolve
         tok = Tokenizer.load(ctx.artifact("tokenizer"))
         texts = dict(PROBES)
-        per_lang: dict[str, list[str]] = {}
-        for doc in resolve(ctx.settings.dataset, ctx.registry).iter_documents("val"):
-            docs = per_lang.setdefault(language_of(doc), [])
-            if len(docs) < ctx.settings.max_docs:
-                docs.append(doc)
-        for lang, docs in sorted(per_lang.items()):
+        val = resolve(ctx.settings.dataset, ctx.registry).iter_documents("val")
+        for lang, docs in documents_by_language(val, ctx.settings.max_docs).items():
             texts[f"{ctx.settings.dataset}-val-{lang}"] = "\n\n".join(docs)
         references, skipped = reference_encodings()
         encoders = {"ours": lambda t: tok.encode(t)}
