@@ -12,7 +12,7 @@ from nanochat.distributed import World
 
 # cpu-tiny shrunk to seconds (the dry run times real steps of it)
 SMALL = ["pretrain.depth=2", "pretrain.head_dim=32", "pretrain.max_seq_len=64", "pretrain.device_batch_size=4",
-         "pretrain.total_batch_size=512"]
+         "pretrain.total_batch_size=512", "pretrain.num_iterations=200"]  # steps fixed: independent of the preset
 
 
 def sets(items):

@@ -71,8 +71,8 @@ def test_no_gpu_announces_cpu_tiny_and_plans_it(tmp_path):
     result, log = speedrun(tmp_path, "--dry-run", "--no-measure", gpus=None)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "NO GPU found" in result.stdout and "cpu-tiny" in result.stdout and "NOT the speedrun" in result.stdout
-    assert "dry run: 1 process(es)" in result.stdout and "model: depth 4, width 256" in result.stdout
-    assert "NO GPU found" in log and "model: depth 4" in log  # the log holds what the screen showed
+    assert "dry run: 1 process(es)" in result.stdout and "model: depth 3, width 192" in result.stdout
+    assert "NO GPU found" in log and "model: depth 3" in log  # the log holds what the screen showed
 
 
 def test_eight_gpus_pick_the_speedrun_and_fail_loudly_when_torch_cannot_see_them(tmp_path):
