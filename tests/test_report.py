@@ -316,7 +316,7 @@ COUNT = """
 name = "count"
 stage = "counting_stage:CountingStage"
 steps = 4
-sleep = 0.3
+sleep = 0.6
 """
 
 
@@ -340,9 +340,10 @@ def test_an_interrupted_run_gets_a_report_and_resumes_add_up(tmp_path, monkeypat
     runner.run_pipeline(run, echo=False)
 
     status = run.status("count")
-    assert status["attempts"] == 2 and status["earlier_seconds"] >= 0.5  # two sleeps of the first attempt
+    # status times are whole seconds, so two sleeps of 0.6 s always span at least one second boundary
+    assert status["attempts"] == 2 and status["earlier_seconds"] >= 1  # two sleeps of the first attempt
     seconds = report.stage_seconds(status)
-    assert seconds >= 0.5 + 0.5  # and two more in the second
+    assert seconds >= 1 + 1  # and two more in the second
     text = (run.dir / "report.md").read_text()
     assert f"| count | done | 2 | {report.hms(seconds)} |" in text
     assert f"**${seconds / 3600 * 3.6:,.2f}**" in text
