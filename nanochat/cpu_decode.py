@@ -1,8 +1,8 @@
 """The decode step on a CPU: GPT.forward for one new token per row, written with few ops.
 
-    step = CpuDecode(model)
-    step.prepare(cache)                     # once per generation: weights and the cache's views
-    raw = step(ids, cache)                  # ids (B, 1) -> raw logits (B, vocab), before the softcap
+    decode = CpuDecode(model)
+    step = decode.prepare(cache)            # once per generation: weights, and this cache's views
+    raw = step(ids)                         # ids (B, 1) -> raw logits (B, vocab), before the softcap
 
 Why: decoding a small model on a CPU costs per op, not per FLOP. GPT.forward is written for
 training and every device; for one token per row it runs a few hundred small ops a step, many of
@@ -36,22 +36,22 @@ class CpuDecode:
     def __init__(self, model):
         self.model = model
         self.weights_key = None
-        self.cache = None
 
     def _weights_key(self):
         return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
 
     @torch.no_grad()
     def prepare(self, cache):
-        """Refresh the prepared weights if any parameter changed since, and take the cache's views."""
+        """The step for this cache (ids -> raw logits); refreshes the prepared weights first if any
+        parameter changed since. Each generation has its own step, so generators may interleave."""
         key = self._weights_key()
         if key != self.weights_key:
             self._prepare_weights()
             self.weights_key = key
-        self.cache = cache
         # (B, kv heads, positions, head_dim) views: a step writes position pos and reads a window
-        self.keys = [cache.k[i].transpose(1, 2) for i in range(cache.n_layer)]
-        self.values = [cache.v[i].transpose(1, 2) for i in range(cache.n_layer)]
+        keys = [cache.k[i].transpose(1, 2) for i in range(cache.n_layer)]
+        values = [cache.v[i].transpose(1, 2) for i in range(cache.n_layer)]
+        return lambda ids: self._step(ids, cache, keys, values)
 
     def _prepare_weights(self):
         m, dt = self.model, self.model.compute_dtype
@@ -82,11 +82,9 @@ class CpuDecode:
         self.lm_head = packed(m.lm_head)
         self.cos, self.sin = m.cos[0, :, 0], m.sin[0, :, 0]  # (positions, head_dim)
 
-    def __call__(self, ids, cache):
+    def _step(self, ids, cache, all_keys, all_values):
         """Raw logits (B, vocab) of the next token of every row; the cache advances by one."""
         m, cfg = self.model, self.model.config
-        if cache is not self.cache:
-            raise ValueError("CpuDecode.prepare(cache) must be called with this cache first")
         B, pos = ids.size(0), cache.pos
         if pos + 1 > cache.max_len:
             raise ValueError(f"KV cache full: {pos} + 1 tokens > max_len {cache.max_len}; allocate a longer cache")
@@ -116,7 +114,7 @@ class CpuDecode:
             if ve_table is not None:
                 g = 3 * torch.sigmoid(h[:, :VE_GATE_CHANNELS] @ ve_gate)
                 v = v + g.unsqueeze(-1) * F.embedding(ids, ve_table).view(B, Hkv, D)
-            keys, values = self.keys[i], self.values[i]
+            keys, values = all_keys[i], all_values[i]
             keys[:, :, pos] = qk[:, H:]
             values[:, :, pos] = v
             start = max(0, pos - window)

@@ -142,8 +142,8 @@ class Engine:
             self.compiled.prepare()
             decode = lambda ids, kv_cache: self.compiled(ids, kv_cache)[:, -1]  # noqa: E731
         elif self.cpu_step is not None and device.type == "cpu":  # CPU only: see cpu_decode.py
-            self.cpu_step.prepare(cache)
-            decode, raw = self.cpu_step, True
+            decode_step = self.cpu_step.prepare(cache)
+            decode, raw = (lambda ids, kv_cache: decode_step(ids)), True
         else:
             decode = lambda ids, kv_cache: model(ids, kv_cache=kv_cache)[:, -1]  # noqa: E731
         rows = [RowState() for _ in range(B)]

@@ -129,6 +129,16 @@ def test_the_cpu_step_gives_the_forward_tokens_in_bf16_and_follows_weight_change
     assert changed != greedy and changed == run(forward, temperature=0.0)
 
 
+def test_two_generations_of_one_engine_may_interleave(model, tok):
+    engine = Engine(model, tok)
+    run = lambda text: engine.generate(prompt(tok, text), max_tokens=20, temperature=0.0)
+    alone = [[c for c, _ in run(text)] for text in ("Hello world", "12 + 34")]
+    a, b = run("Hello world"), run("12 + 34")
+    mixed = [(next(a)[0], next(b)[0]) for _ in range(20)]
+    assert [x for x, _ in mixed] == alone[0] and [y for _, y in mixed] == alone[1]
+    assert alone[0] != alone[1]
+
+
 def test_first_tokens_are_drawn_per_row(model, tok):
     engine = Engine(model, tok)
     first, _ = next(engine.generate(prompt(tok), num_samples=4, max_tokens=1, temperature=5.0))
