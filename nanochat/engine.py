@@ -93,7 +93,8 @@ class Engine:
         compares it with)."""
         self.model, self.tokenizer = model, tokenizer
         self.compiled = CompiledDecode(model) if compile else None
-        self.cpu_step = CpuDecode(model) if cpu_step and isinstance(model, GPT) and not compile else None
+        # exactly a GPT: a subclass (or a wrapper) may compute otherwise, so it keeps its own forward
+        self.cpu_step = CpuDecode(model) if cpu_step and type(model) is GPT and not compile else None
         special = tokenizer.encode_special
         self.bos = tokenizer.bos_id
         self.assistant_start = special("<|assistant_start|>")
