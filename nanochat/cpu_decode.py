@@ -12,7 +12,8 @@ done once done once per generation:
 - every matmul weight cast to the compute dtype and pre-packed for oneDNN (model.prepared_matmul,
   the same prepared matmuls GPT.forward uses in inference mode, so nothing is held twice);
   the tiny gate matmuls (12 and 24 inputs) as plain matmuls, where oneDNN's per-call cost is 10x
-  the work; the embedding tables in the compute dtype (a lookup then reads the row it needs);
+  the work (the embedding tables stay as they are: a row is looked up, then cast, as in GPT.forward;
+  a compute-dtype copy of the value embeddings would cost gigabytes at d20);
 - the scalars (residual mixing, smear, backout) as Python floats (rounded to the compute dtype,
   as a multiplication by GPT.forward's 0-dim fp32 tensors does), the rotary tables as rows;
 - each layer's keys and values as (B, heads, positions, head_dim) views of the cache, written in
@@ -73,10 +74,10 @@ class CpuDecode:
             self.layers.append((
                 packed(a, a.c_q.weight, a.c_k.weight, a.c_v.weight), packed(a.c_proj),
                 packed(block.mlp.c_fc), packed(block.mlp.c_proj),
-                None if key is None else m.value_embeds[key].weight.detach().to(dt),
+                None if key is None else m.value_embeds[key].weight.detach(),
                 None if a.ve_gate is None else plain(a.ve_gate.weight),
                 scalar(m.resid_lambdas[i]), scalar(m.x0_lambdas[i]), m.windows[i], a.scale))
-        self.wte = m.transformer.wte.weight.detach().to(dt)
+        self.wte, self.dtype = m.transformer.wte.weight.detach(), dt
         self.smear_gate = plain(m.smear_gate.weight)
         self.smear_lambda, self.backout_lambda = scalar(m.smear_lambda), scalar(m.backout_lambda)
         self.lm_head = packed(m.lm_head)
@@ -95,7 +96,7 @@ class CpuDecode:
         cos, sin = self.cos[pos], self.sin[pos]
         ids = ids.view(B)
 
-        x = norm(F.embedding(ids, self.wte))
+        x = norm(F.embedding(ids, self.wte).to(self.dtype))
         gate = self.smear_lambda * torch.sigmoid(x[:, :SMEAR_CHANNELS] @ self.smear_gate)
         prev = cache.prev_embedding.view(B, -1)
         smeared = x + gate * prev.to(x.dtype) if pos > 0 else x  # position 0 has no previous token
@@ -113,7 +114,7 @@ class CpuDecode:
             v = qkv[:, H + Hkv:]
             if ve_table is not None:
                 g = 3 * torch.sigmoid(h[:, :VE_GATE_CHANNELS] @ ve_gate)
-                v = v + g.unsqueeze(-1) * F.embedding(ids, ve_table).view(B, Hkv, D)
+                v = v + g.unsqueeze(-1) * F.embedding(ids, ve_table).view(B, Hkv, D).to(v.dtype)
             keys, values = all_keys[i], all_values[i]
             keys[:, :, pos] = qk[:, H:]
             values[:, :, pos] = v
