@@ -2,6 +2,7 @@
 
     python benchmarks/infer.py --depth 4 --vocab-size 8192 --prompt-tokens 32 --new-tokens 256 --batch-sizes 1,8
     python benchmarks/infer.py --reference ../nanochat     # also time the reference nanochat, same process
+    python benchmarks/infer.py --with-forward              # also decode through GPT.forward (CPU: before CpuDecode)
 
 A random-init model on the current device, greedy decoding, through Engine.generate:
 - prefill: the batch-1 pass over the prompt, up to the first sampled token (prompt tokens / time);
@@ -17,6 +18,9 @@ machine's bandwidth: measured here with a large tensor copy on a CPU, the datash
 --reference PATH (a checkout of the reference nanochat, fetched by you, never committed here) builds
 the reference's GPT with the same shape, dtype and weights, and times its Engine beside ours in
 the same process, runs interleaved; the JSON then holds both and their ratios (ours / reference).
+--with-forward adds our engine with cpu_step=False (every decode step through GPT.forward, as
+before nanochat/cpu_decode.py) the same way: "forward" per batch size, decode_ratio_vs_forward,
+and forward_same_tokens (how many greedy tokens the two paths share; all of them, by design).
 Each figure is the median of --repeats runs; a shared machine's speed moves, so compare medians taken
 in one sitting. Progress goes to stdout; the last line is one JSON document.
 """
@@ -169,6 +173,8 @@ def main(argv=None):
     ap.add_argument("--compile", choices=["on", "off"], default="off",
                     help="on: our decode steps through torch.compile (Engine(compile=True)); off: eager")
     ap.add_argument("--reference", metavar="PATH", help="a checkout of the reference nanochat to time beside ours")
+    ap.add_argument("--with-forward", action="store_true",
+                    help="also time our engine decoding through GPT.forward (cpu_step=False), same process")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -189,6 +195,8 @@ def main(argv=None):
     with torch.no_grad():
         model.lm_head.weight[tokenizer.bos_id:] = 0.0
     engines = {"ours": Engine(model, tokenizer, compile=args.compile == "on")}
+    if args.with_forward:
+        engines["forward"] = Engine(model, tokenizer, cpu_step=False)
     if args.reference:
         from reference import load_reference
         ref = load_reference(args.reference, dtype)
@@ -242,6 +250,10 @@ def main(argv=None):
         r["bytes_per_step"] = step_bytes
         if bandwidth:
             r["bandwidth_utilisation"] = round(step_bytes / (r["ms_per_step"] / 1000) / bandwidth, 4)
+        if "forward" in engines:
+            before = r["forward"] = summary(runs["forward", b], b)
+            r["decode_ratio_vs_forward"] = round(r["decode_tok_s"] / before["decode_tok_s"], 2)
+            r["decode_cpu_ratio_vs_forward"] = round(before["cpu_ms_per_step"] / r["cpu_ms_per_step"], 2)
         if "reference" in engines:
             theirs = r["reference"] = summary(runs["reference", b], b)
             for key in ("prefill_tok_s", "decode_tok_s"):
@@ -254,14 +266,20 @@ def main(argv=None):
         if 1 in batch_sizes:
             whole = statistics.median(r[0] + r[1] for r in runs["ours", 1])
             result["batch1_speedup_vs_naive"] = round(statistics.median(naive) / whole, 2)
-    if "reference" in engines:  # greedy tokens of both, same weights: equal in fp32, close in bf16
-        a = [c[0] for c, _ in engines["ours"].generate(prompt, max_tokens=args.new_tokens, temperature=0.0)]
-        z = [c[0] for c, _ in engines["reference"].generate(prompt, max_tokens=args.new_tokens, temperature=0.0)]
-        result["reference_same_tokens"] = next((i for i, (x, y) in enumerate(zip(a, z)) if x != y), len(a))
+    def greedy(who):
+        return [c[0] for c, _ in engines[who].generate(prompt, max_tokens=args.new_tokens, temperature=0.0)]
+
+    for who in ("reference", "forward"):  # same weights: the reference's tokens equal in fp32, close in bf16
+        if who in engines:
+            a, z = greedy("ours"), greedy(who)
+            result[f"{who}_same_tokens"] = next((i for i, (x, y) in enumerate(zip(a, z)) if x != y), len(a))
     for b, r in result["batch"].items():
         mbu = f", {100 * r['bandwidth_utilisation']:.1f}% of memory bandwidth" if "bandwidth_utilisation" in r else ""
         log(f"batch {b}: prefill {r['prefill_tok_s']:,.0f} tok/s, decode {r['decode_tok_s']:,.0f} tok/s "
             f"({r['ms_per_step']:.2f} ms/step{mbu})")
+        if "forward" in r:
+            log(f"  vs GPT.forward decoding: {r['decode_ratio_vs_forward']}x "
+                f"(by CPU time {r['decode_cpu_ratio_vs_forward']}x)")
         if "reference" in r:
             log(f"  vs reference: prefill {r['prefill_ratio']}x, decode {r['decode_ratio']}x "
                 f"(by CPU time {r['decode_cpu_ratio']}x) "

@@ -21,6 +21,9 @@ wrote those tokens, not the model) before sampling resumes.
 Speed: decoding a small model on a CPU is mostly per-step overhead, so a step is one forward, one
 sampling op and one device->host read of the sampled ids (the only sync); the ids go back into the
 model as the same tensor unless the tool forces a token. Everything runs under inference_mode.
+On a CPU the forward of a decode step is CpuDecode (nanochat/cpu_decode.py): GPT.forward's
+arithmetic in fewer ops, giving the logits before the softcap (greedy and top-k need no softcap
+over the whole vocabulary). Elsewhere (CUDA, MPS) it is GPT.forward, or the compiled step.
 """
 import random
 import warnings
@@ -29,7 +32,8 @@ from collections import deque
 import torch
 
 from nanochat.compiled_decode import CompiledDecode
-from nanochat.model import KVCache
+from nanochat.cpu_decode import CpuDecode
+from nanochat.model import GPT, KVCache, softcap
 from nanochat.sandbox import use_calculator
 
 # How chat() shows the tool's special tokens in a reply:  `python: 12*7` -> `84`
@@ -38,18 +42,23 @@ TOOL_SHOWN = {"<|python_start|>": "`python: ", "<|python_end|>": "`",
 BIG = 1 << 40  # "no limit" for render_conversation's truncation: the engine checks lengths itself
 
 
-def sample(logits, generator, temperature, top_k=None, top_p=None):
+def sample(logits, generator, temperature, top_k=None, top_p=None, *, raw=False):
     """Next token ids (B, 1) from logits (B, V): argmax at T=0, else top-k / nucleus sampling.
 
     top_k keeps the k most likely tokens; top_p keeps the smallest set of most likely tokens whose
     probability reaches p. Both may be combined (top-k first). One multinomial draw per row.
     A temperature so small that every other token's probability underflows is greedy (no error).
+    raw=True: the logits are the model's before its softcap (CpuDecode). The softcap keeps their
+    order, so the argmax and the top-k are taken on them directly, and only what is sampled from
+    is softcapped.
     """
     if temperature == 0.0:
         return logits.argmax(dim=-1, keepdim=True)
     index = None
     if top_k is not None and 0 < top_k < logits.size(-1):
         logits, index = torch.topk(logits, top_k, dim=-1)  # sorted, most likely first
+    if raw:
+        logits = softcap(logits)
     # the max is taken off before dividing: at a tiny temperature logits / T overflows to inf (and
     # softmax gives NaN), while (logits - max) / T only runs to -inf: the argmax keeps all the mass
     probs = torch.softmax((logits - logits.amax(dim=-1, keepdim=True)) / temperature, dim=-1)
@@ -74,13 +83,18 @@ class RowState:
 
 
 class Engine:
-    def __init__(self, model, tokenizer, *, compile=False):
+    def __init__(self, model, tokenizer, *, compile=False, cpu_step=True):
         """compile=True runs the decode steps through torch.compile (CompiledDecode). Measured on a
         2-core CPU (d4, bf16): about 1.2x the eager step at batch 1 and several times slower at batch 8
         (not yet explained), after a compile of minutes; it is meant for GPUs, where a step's many
-        small kernel launches dominate."""
+        small kernel launches dominate.
+        On a CPU, a GPT decodes through CpuDecode (the same arithmetic as GPT.forward in fewer ops,
+        the same tokens); cpu_step=False decodes through GPT.forward there too (what the benchmark
+        compares it with)."""
         self.model, self.tokenizer = model, tokenizer
         self.compiled = CompiledDecode(model) if compile else None
+        # exactly a GPT: a subclass (or a wrapper) may compute otherwise, so it keeps its own forward
+        self.cpu_step = CpuDecode(model) if cpu_step and type(model) is GPT and not compile else None
         special = tokenizer.encode_special
         self.bos = tokenizer.bos_id
         self.assistant_start = special("<|assistant_start|>")
@@ -124,11 +138,15 @@ class Engine:
             cache.prefill_from(prefill)
             del prefill
 
+        raw = False  # whether decode() gives the logits before the softcap
         if self.compiled is not None:
             self.compiled.prepare()
-            decode = self.compiled
+            decode = lambda ids, kv_cache: self.compiled(ids, kv_cache)[:, -1]  # noqa: E731
+        elif self.cpu_step is not None and device.type == "cpu":  # CPU only: see cpu_decode.py
+            decode_step = self.cpu_step.prepare(cache)
+            decode, raw = (lambda ids, kv_cache: decode_step(ids)), True
         else:
-            decode = lambda ids, kv_cache: model(ids, kv_cache=kv_cache)  # noqa: E731
+            decode = lambda ids, kv_cache: model(ids, kv_cache=kv_cache)[:, -1]  # noqa: E731
         rows = [RowState() for _ in range(B)]
         self._resume_open_python_block(tokens, rows)
         stops, python_start, python_end = self.stops, self.python_start, self.python_end
@@ -136,8 +154,8 @@ class Engine:
         n_done = 0
         for step in range(steps):
             if step:
-                logits = decode(feed, cache)[:, -1]
-            feed = sample(logits, generator, temperature, top_k, top_p)  # (B, 1)
+                logits = decode(feed, cache)
+            feed = sample(logits, generator, temperature, top_k, top_p, raw=raw and step > 0)  # (B, 1)
             column = feed.view(-1).tolist()  # the one device -> host sync of the step
             masks = [1] * B
             forced = False

@@ -125,13 +125,20 @@ def linear(module, x, *weights):
         return F.linear(x, w if w.dtype == dtype else w.to(dtype))
     if x.device.type != "cpu" and len(weights) == 1 and weights[0].dtype == dtype:
         return F.linear(x, weights[0])
-    key = (dtype, x.device) + tuple((w.data_ptr(), w._version) for w in weights)
+    return prepared_matmul(module, dtype, x.device, *weights)(x)
+
+
+def prepared_matmul(module, dtype, device, *weights):
+    """The inference matmul x -> x @ W.T (inference_matmul) for these weights, kept on the module
+    and rebuilt when a weight changes (its version or storage), the dtype or the device."""
+    key = (dtype, device) + tuple((w.data_ptr(), w._version) for w in weights)
     cached = module.__dict__.get("_inference_matmul")
     if cached is None or cached[0] != key:
-        w = (weights[0] if len(weights) == 1 else torch.cat(weights)).to(dtype)
-        cached = (key, inference_matmul(w))
+        with torch.no_grad():
+            w = (weights[0] if len(weights) == 1 else torch.cat(weights)).to(dtype)
+            cached = (key, inference_matmul(w))
         module.__dict__["_inference_matmul"] = cached
-    return cached[1](x)
+    return cached[1]
 
 
 def inference_matmul(w):

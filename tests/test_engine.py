@@ -101,6 +101,44 @@ def test_compiled_decoding_gives_the_eager_tokens_and_sees_weight_changes(tok):
     assert run(compiled) == tokens
 
 
+def test_the_cpu_step_gives_the_forward_tokens_in_bf16_and_follows_weight_changes(tok):
+    """CpuDecode (the default on a CPU) against decoding through GPT.forward, in bf16, past the short
+    window: the same tokens, greedy and sampled (its logits come before the softcap)."""
+    cfg = GPTConfig.from_depth(2, vocab_size=tok.vocab_size, sequence_len=256, head_dim=16, aspect_ratio=32,
+                               window_pattern="SL")
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        m = GPT(cfg, compute_dtype=torch.bfloat16)
+    m.to_empty(device="cpu")
+    m.init_weights()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn(p.shape))
+        m.lm_head.weight[tok.bos_id:] = 0.0
+    fast, forward = Engine(m, tok), Engine(m, tok, cpu_step=False)
+    assert fast.cpu_step is not None and forward.cpu_step is None
+    run = lambda engine, **kw: engine.generate_batch(prompt(tok), num_samples=2, max_tokens=140, **kw)
+    greedy = run(fast, temperature=0.0)
+    assert greedy == run(forward, temperature=0.0)
+    assert len(set(greedy[0][0])) > 20  # not one token repeated
+    assert run(fast, temperature=1.0, top_k=20, seed=3) == run(forward, temperature=1.0, top_k=20, seed=3)
+    assert run(fast, temperature=0.7, seed=4) == run(forward, temperature=0.7, seed=4)
+    with torch.no_grad():  # a weight changed in place (training goes on): the next generation follows it
+        m.transformer.h[0].mlp.c_fc.weight.mul_(-1.0)
+    changed = run(fast, temperature=0.0)
+    assert changed != greedy and changed == run(forward, temperature=0.0)
+
+
+def test_two_generations_of_one_engine_may_interleave(model, tok):
+    engine = Engine(model, tok)
+    run = lambda text: engine.generate(prompt(tok, text), max_tokens=20, temperature=0.0)
+    alone = [[c for c, _ in run(text)] for text in ("Hello world", "12 + 34")]
+    a, b = run("Hello world"), run("12 + 34")
+    mixed = [(next(a)[0], next(b)[0]) for _ in range(20)]
+    assert [x for x, _ in mixed] == alone[0] and [y for _, y in mixed] == alone[1]
+    assert alone[0] != alone[1]
+
+
 def test_first_tokens_are_drawn_per_row(model, tok):
     engine = Engine(model, tok)
     first, _ = next(engine.generate(prompt(tok), num_samples=4, max_tokens=1, temperature=5.0))

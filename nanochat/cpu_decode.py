@@ -1,0 +1,132 @@
+"""The decode step on a CPU: GPT.forward for one new token per row, written with few ops.
+
+    decode = CpuDecode(model)
+    step = decode.prepare(cache)            # once per generation: weights, and this cache's views
+    raw = step(ids)                         # ids (B, 1) -> raw logits (B, vocab), before the softcap
+
+Why: decoding a small model on a CPU costs per op, not per FLOP. GPT.forward is written for
+training and every device; for one token per row it runs a few hundred small ops a step, many of
+them views, casts and re-checks. This step runs the same arithmetic as GPT.forward with a
+KV cache (the same ops in the same dtypes, so greedy tokens come out the same), with what can be
+done once done once per generation:
+- every matmul weight cast to the compute dtype and pre-packed for oneDNN (model.prepared_matmul,
+  the same prepared matmuls GPT.forward uses in inference mode, so nothing is held twice);
+  the tiny gate matmuls (12 and 24 inputs) as plain matmuls, where oneDNN's per-call cost is 10x
+  the work (the embedding tables stay as they are: a row is looked up, then cast, as in GPT.forward;
+  a compute-dtype copy of the value embeddings would cost gigabytes at d20);
+- the scalars (residual mixing, smear, backout) as Python floats (rounded to the compute dtype,
+  as a multiplication by GPT.forward's 0-dim fp32 tensors does), the rotary tables as rows;
+- each layer's keys and values as (B, heads, positions, head_dim) views of the cache, written in
+  place and sliced to the layer's window, so attention reads them with no copy;
+- the logits come back before the softcap (15 tanh(x / 15)): it keeps the order of the logits, so
+  greedy decoding and top-k pick from the raw values and only the kept ones are softcapped (a
+  tanh over the whole vocabulary is a large part of a batch-8 step here).
+Rows are 2-D (B, width) throughout, so no op carries the length-1 time axis.
+
+CPU only: on a GPU the step is bound by kernel launches and memory, and GPT.forward (or the
+compiled step, nanochat/compiled_decode.py) is the one to use; Engine picks this class only for a
+GPT on a CPU.
+"""
+import torch
+import torch.nn.functional as F
+
+from nanochat.model import SMEAR_CHANNELS, VE_GATE_CHANNELS, norm, prepared_matmul
+
+
+class CpuDecode:
+    def __init__(self, model):
+        self.model = model
+        self.weights_key = None
+
+    def _weights_key(self):
+        return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+
+    @torch.no_grad()
+    def prepare(self, cache):
+        """The step for this cache (ids -> raw logits); refreshes the prepared weights first if any
+        parameter changed since. Each generation has its own step, so generators may interleave."""
+        key = self._weights_key()
+        if key != self.weights_key:
+            self._prepare_weights()
+            self.weights_key = key
+        # (B, kv heads, positions, head_dim) views: a step writes position pos and reads a window
+        keys = [cache.k[i].transpose(1, 2) for i in range(cache.n_layer)]
+        values = [cache.v[i].transpose(1, 2) for i in range(cache.n_layer)]
+        return lambda ids: self._step(ids, cache, keys, values)
+
+    def _prepare_weights(self):
+        m, dt = self.model, self.model.compute_dtype
+
+        device = m.cos.device
+
+        def packed(module, *weights):  # the matmul GPT.forward prepares too, kept on the module: shared
+            return prepared_matmul(module, dt, device, *(weights or (module.weight,)))
+
+        def scalar(p):  # GPT.forward multiplies by a 0-dim fp32 tensor, which the op rounds to dt first
+            return p.to(dt).item()
+
+        def plain(w):  # a few inputs: a plain matmul beats oneDNN's per-call cost
+            return w.detach().t().to(dt).contiguous()
+
+        self.layers = []
+        for i, block in enumerate(m.transformer.h):
+            a, key = block.attn, m.ve_keys[i]
+            self.layers.append((
+                packed(a, a.c_q.weight, a.c_k.weight, a.c_v.weight), packed(a.c_proj),
+                packed(block.mlp.c_fc), packed(block.mlp.c_proj),
+                None if key is None else m.value_embeds[key].weight.detach(),
+                None if a.ve_gate is None else plain(a.ve_gate.weight),
+                scalar(m.resid_lambdas[i]), scalar(m.x0_lambdas[i]), m.windows[i], a.scale))
+        self.wte, self.dtype = m.transformer.wte.weight.detach(), dt
+        self.smear_gate = plain(m.smear_gate.weight)
+        self.smear_lambda, self.backout_lambda = scalar(m.smear_lambda), scalar(m.backout_lambda)
+        self.lm_head = packed(m.lm_head)
+        self.cos, self.sin = m.cos[0, :, 0], m.sin[0, :, 0]  # (positions, head_dim)
+
+    def _step(self, ids, cache, all_keys, all_values):
+        """Raw logits (B, vocab) of the next token of every row; the cache advances by one."""
+        m, cfg = self.model, self.model.config
+        B, pos = ids.size(0), cache.pos
+        if pos + 1 > cache.max_len:
+            raise ValueError(f"KV cache full: {pos} + 1 tokens > max_len {cache.max_len}; allocate a longer cache")
+        if pos + 1 > self.cos.size(0):
+            raise ValueError(f"position {pos + 1} is past the rotary table ({self.cos.size(0)})")
+        H, Hkv, D = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        half, gqa = D // 2, H != Hkv
+        cos, sin = self.cos[pos], self.sin[pos]
+        ids = ids.view(B)
+
+        x = norm(F.embedding(ids, self.wte).to(self.dtype))
+        gate = self.smear_lambda * torch.sigmoid(x[:, :SMEAR_CHANNELS] @ self.smear_gate)
+        prev = cache.prev_embedding.view(B, -1)
+        smeared = x + gate * prev.to(x.dtype) if pos > 0 else x  # position 0 has no previous token
+        prev.copy_(x)
+        x = x0 = smeared
+        x_mid = x
+        for i, (qkv_mm, proj_mm, fc_mm, fc_proj_mm, ve_table, ve_gate, resid, x0_mix, window, scale) \
+                in enumerate(self.layers):
+            x = resid * x + x0_mix * x0
+            # attention
+            h = norm(x)
+            qkv = qkv_mm(h).view(B, H + 2 * Hkv, D)
+            qk = qkv[:, :H + Hkv]
+            qk = norm(torch.addcmul(qk * cos, qk.roll(half, -1), sin))
+            v = qkv[:, H + Hkv:]
+            if ve_table is not None:
+                g = 3 * torch.sigmoid(h[:, :VE_GATE_CHANNELS] @ ve_gate)
+                v = v + g.unsqueeze(-1) * F.embedding(ids, ve_table).view(B, Hkv, D).to(v.dtype)
+            keys, values = all_keys[i], all_values[i]
+            keys[:, :, pos] = qk[:, H:]
+            values[:, :, pos] = v
+            start = max(0, pos - window)
+            y = F.scaled_dot_product_attention(qk[:, :H].unsqueeze(2).to(keys.dtype), keys[:, :, start:pos + 1],
+                                               values[:, :, start:pos + 1], scale=scale, enable_gqa=gqa)
+            x = x + proj_mm(y.reshape(B, H * D).to(x.dtype))
+            # MLP
+            u = fc_mm(norm(x))
+            x = x + fc_proj_mm(torch.relu_(u).square_())
+            if i == m.backout_layer:
+                x_mid = x
+        x = norm(x - self.backout_lambda * x_mid)
+        cache.advance(1)
+        return self.lm_head(x)[:, :cfg.vocab_size].float()
