@@ -5,6 +5,7 @@
 What it makes (in --out, default: plugins/nanochat_datasets/starter/):
   shard_00000.parquet ... shard_NNNNN.parquet   pretraining text, the last shard is validation
   chat.jsonl                                    chatterbot-corpus conversations (chat stages only)
+  poems.jsonl                                   the shi of 唐诗三百首 and 千家诗, one per line (the starter-poetry task)
   manifest.json                                 shard list, validation shard, counts, script version
   LICENSE.chinese-poetry.txt, LICENSE.chatterbot-corpus.txt   licence notices that must travel along
 
@@ -38,7 +39,7 @@ import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
-SCRIPT_VERSION = 1
+SCRIPT_VERSION = 2   # 2: adds poems.jsonl (the shards are unchanged)
 SEED = 42                 # one seed for every sampling and shuffling decision
 DOCS_PER_ROW_GROUP = 1024  # the real pretraining shards use the same row-group size
 ROW_GROUPS_PER_SHARD = 4   # train shards hold 4096 documents; the validation shard holds one row group
@@ -400,8 +401,34 @@ def zh_clean(text: str) -> str:
     return "\n".join(ln.strip() for ln in text.splitlines() if ln.strip())
 
 
-def chinese_docs(tgz: Path, t2s, need_docs_for) -> tuple[list[dict], dict]:
-    """Curated collections in full, then random Tang shi / Song ci up to ZH_TARGET_CHARS.
+def poem_records(key: str, name: str, items: list[tuple[str, str, list]], seen: dict) -> list[dict]:
+    """One record per poem of a collection, cut from the same cleaned text the shards hold, so a chat task
+    can quote a poem exactly as pretraining saw it. `seen` maps the poems already recorded (by text and by
+    title + author) to their records: a poem met again is skipped, and where its title differs it is kept
+    as the record's `other_titles` (唐诗三百首's 登楼 is 千家诗's 登鹳雀楼)."""
+    records = []
+    for i, (title, by, verses) in enumerate(items):
+        text = zh_clean(poem(title, by, verses))
+        lines = text.splitlines()
+        dynasty, dot, author = lines[1].partition("·") if len(lines) > 2 else ("", "", "")
+        body, title_author = re.sub(r"\W", "", "".join(lines[2:])), f"{lines[0]}\x00{author}"
+        if not (dot and dynasty and author and lines[0] == zh_clean(title) and lines[1] == zh_clean(by)):
+            continue  # no byline, or cleaning changed the title or byline: not quotable as it stands
+        if body in seen or title_author in seen:
+            first = seen.get(body) or seen[title_author]
+            if lines[0] not in [first["title"], *first["other_titles"]] and first["author"] == author:
+                first["other_titles"].append(lines[0])
+            continue
+        record = {"id": f"{key}-{i:04d}", "collection": name, "title": lines[0], "other_titles": [],
+                  "dynasty": dynasty, "author": author, "lines": lines[2:]}
+        seen[body] = seen[title_author] = record
+        records.append(record)
+    return records
+
+
+def chinese_docs(tgz: Path, t2s, need_docs_for) -> tuple[list[dict], dict, list[dict]]:
+    """Curated collections in full, then random Tang shi / Song ci up to ZH_TARGET_CHARS; also the poem
+    records of 唐诗三百首 and 千家诗 (see poem_records).
 
     need_docs_for(n_zh_fixed_docs) says how many sampled documents to add so the whole corpus has a
     doc count that is a multiple of 1024 (it picks the count nearest to the character target)."""
@@ -436,15 +463,20 @@ def chinese_docs(tgz: Path, t2s, need_docs_for) -> tuple[list[dict], dict]:
 
     # --- poetry
     tang300 = load("quantangshi/唐诗三百首.json")
-    add("tang300", "唐诗三百首", "quantangshi/唐诗三百首.json",
-        poems_to_docs([poem(p["title"], byline("唐", p["author"]), p["paragraphs"]) for p in tang300]))
+    tang300_items = [(p["title"], byline("唐", p["author"]), p["paragraphs"]) for p in tang300]
+    add("tang300", "唐诗三百首", "quantangshi/唐诗三百首.json", poems_to_docs([poem(*x) for x in tang300_items]))
     song300 = load("songci/宋词三百首.json")
     add("song300", "宋词三百首", "songci/宋词三百首.json",
         poems_to_docs([poem(p["rhythmic"], byline("宋", p["author"]), p["paragraphs"]) for p in song300]))
     qjs = load("mengxue/qianjiashi.json")
-    add("qianjiashi", "千家诗", "mengxue/qianjiashi.json", poems_to_docs([
-        poem(p["chapter"], re.sub(r"^（(.+?)）", r"\1·", p.get("author", "")), p["paragraphs"])
-        for part in qjs["content"] for p in part["content"]]))
+    qjs_items = [(p["chapter"], re.sub(r"^（(.+?)）", r"\1·", p.get("author", "")), p["paragraphs"])
+                 for part in qjs["content"] for p in part["content"]]
+    add("qianjiashi", "千家诗", "mengxue/qianjiashi.json", poems_to_docs([poem(*x) for x in qjs_items]))
+    # 千家诗 first: where both collections hold a poem, its text there is the one people learn at school
+    # (静夜思: 床前明月光 ... 举头望明月, where this 唐诗三百首 has 床前看月光 ... 举头望山月).
+    quoted: dict = {}
+    poems = (poem_records("qianjiashi", "千家诗", qjs_items, quoted)
+             + poem_records("tang300", "唐诗三百首", tang300_items, quoted))
     sj = load("shijing/shijing.json")
     add("shijing", "诗经", "shijing/shijing.json", poems_to_docs(
         [poem(p["title"], f"诗经·{p['chapter']}·{p['section']}", p["content"]) for p in sj]))
@@ -561,7 +593,20 @@ def chinese_docs(tgz: Path, t2s, need_docs_for) -> tuple[list[dict], dict]:
         counts[key] += 1
     for key, name, pattern, _ in pools:
         info[key] = {"name": name, "file": pattern, "docs": counts[key]}
-    return docs, info
+    return docs, info, poems
+
+
+def mark_pretraining_split(poems: list[dict], train: list[dict], val: list[dict]) -> list[dict]:
+    """Say for each poem which shards hold it ("train", or "val" when only the validation shard does), so
+    chat data never teaches validation text; a poem found in no document is a build error."""
+    joined = {split: "\x00".join(d["text"] for d in part if d["lang"] == "zh")
+              for split, part in (("train", train), ("val", val))}
+    for r in poems:  # the record's own text, under its first title (an other title's text may differ a little)
+        text = "\n".join([r["title"], f"{r['dynasty']}·{r['author']}", *r["lines"]])
+        r["pretraining"] = next((split for split, t in joined.items() if text in t), None)
+        if r["pretraining"] is None:
+            raise BuildError(f"poem {r['id']} ({r['title']}) is in no document: the records and the shards disagree")
+    return poems
 
 
 # --------------------------------------------------------------------------- chat (chatterbot-corpus)
@@ -686,6 +731,9 @@ def write_provenance(out: Path, m: dict) -> None:
     lines += [
         f"| `chat.jsonl` | {sum(m['chat']['conversations'].values()):,} conversations (chat stages only, "
         f"never in the shards) | {m['chat']['bytes']:,} |",
+        f"| `poems.jsonl` | {sum(m['poems']['poems'].values()):,} poems of "
+        + " and ".join(m["poems"]["poems"]) + " as records (the `starter-poetry` chat task; the text is "
+        f"also in the shards) | {m['poems']['bytes']:,} |",
         "| `manifest.json` | shard list, validation shard, counts, package pins | |",
         "| `LICENSE.chinese-poetry.txt`, `LICENSE.chatterbot-corpus.txt`, `README.brown-corpus.txt` | "
         "licence notices | |",
@@ -756,6 +804,16 @@ def write_provenance(out: Path, m: dict) -> None:
     ]
     for key, info in m["chinese_collections"].items():
         lines.append(f"| {info['name']} | `{info['file']}` | {info['docs']:,} |")
+    lines += [
+        "",
+        "`poems.jsonl` (for the `starter-poetry` chat task): the poems of 千家诗, then 唐诗三百首, one JSON record "
+        "a line, `{\"id\", \"collection\", \"title\", \"other_titles\", \"dynasty\", \"author\", \"lines\", "
+        "\"pretraining\"}`, cut from the same cleaned text as the shards (" + ", ".join(
+            f"{n}: {c:,}" for n, c in m["poems"]["poems"].items()) + "). A poem in both collections is kept once, "
+        "with 千家诗's text (where the two differ, it is the version taught at school) and the other collection's "
+        "title in `other_titles`; `pretraining` names the shards that hold its text: `train`, or `val` when only "
+        "the validation shard does (" + ", ".join(f"{k}: {v:,}" for k, v in m["poems"]["pretraining"].items()) + ").",
+    ]
     chat = m["chat"]
     lines += [
         "",
@@ -890,7 +948,7 @@ def build(out: Path, cache: Path) -> int:
         k = (-(base + want)) % DOCS_PER_ROW_GROUP + want      # round up to a multiple of 1024
         return k if k - want <= DOCS_PER_ROW_GROUP // 2 else k - DOCS_PER_ROW_GROUP
 
-    zh, zh_info = chinese_docs(pk["chinese-poetry"], t2s, need_docs_for)
+    zh, zh_info, poems = chinese_docs(pk["chinese-poetry"], t2s, need_docs_for)
     docs = en + zh
     for d in docs:
         check_doc(d)
@@ -898,8 +956,9 @@ def build(out: Path, cache: Path) -> int:
     chats, chat_stats = chat_conversations(pk["chatterbot-corpus"])
 
     train, val = split_docs(docs)
-    print(f"{len(docs)} documents: {len(train)} train, {len(val)} validation; {len(chats)} conversations",
-          flush=True)
+    poems = mark_pretraining_split(poems, train, val)
+    print(f"{len(docs)} documents: {len(train)} train, {len(val)} validation; {len(chats)} conversations; "
+          f"{len(poems)} poems", flush=True)
 
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("shard_*.parquet"):
@@ -918,9 +977,13 @@ def build(out: Path, cache: Path) -> int:
         for c in chats:
             f.write(json.dumps(c, ensure_ascii=False, sort_keys=False) + "\n")
     (out / "chat.jsonl.tmp").replace(out / "chat.jsonl")
+    with open(out / "poems.jsonl.tmp", "w", encoding="utf-8", newline="\n") as f:
+        for r in poems:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    (out / "poems.jsonl.tmp").replace(out / "poems.jsonl")
     write_notices(out, pk)
 
-    data_files = [s["file"] for s in shards] + ["chat.jsonl"]
+    data_files = [s["file"] for s in shards] + ["chat.jsonl", "poems.jsonl"]
     manifest = {
         "name": "starter",
         "description": "Embedded starter corpus: Brown corpus + WEB Bible (English), classical Chinese "
@@ -946,6 +1009,12 @@ def build(out: Path, cache: Path) -> int:
             "repairs": chat_stats,
             "bytes": (out / "chat.jsonl").stat().st_size,
         },
+        "poems": {
+            "file": "poems.jsonl",
+            "poems": dict(Counter(r["collection"] for r in poems)),
+            "pretraining": dict(sorted(Counter(r["pretraining"] for r in poems).items())),
+            "bytes": (out / "poems.jsonl").stat().st_size,
+        },
         "packages": {
             "npm": {n: v for n, (v, _) in NPM.items()},
             "pypi": {n: v for n, (v, _) in PYPI.items()},
@@ -957,7 +1026,7 @@ def build(out: Path, cache: Path) -> int:
     (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     write_provenance(out, manifest)
     total = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
-    print(f"wrote {len(shards)} shards + chat.jsonl to {out}: {total / 1e6:.2f} MB in total")
+    print(f"wrote {len(shards)} shards + chat.jsonl + poems.jsonl to {out}: {total / 1e6:.2f} MB in total")
     if total > MAX_SIZE_BYTES:
         raise BuildError(f"the starter folder is {total} bytes, over the {MAX_SIZE_BYTES} byte budget; "
                          "lower ZH_TARGET_CHARS or drop a source")

@@ -2,7 +2,8 @@
 
 Checks the committed files under plugins/nanochat_datasets/starter/ (built by dev/build_starter.py):
 parquet layout, validation shard, size budget, both languages in both splits, chat.jsonl shape,
-and that chat text stays out of the pretraining shards. No network; reads ~7 MB.
+that chat text stays out of the pretraining shards, and that poems.jsonl quotes the shards exactly.
+No network; reads ~7 MB.
 """
 
 import importlib.util
@@ -44,7 +45,7 @@ def chats():
 
 
 def test_files_exist_and_fit_the_budget(manifest):
-    for name in ["manifest.json", "PROVENANCE.md", "chat.jsonl", "LICENSE.chinese-poetry.txt",
+    for name in ["manifest.json", "PROVENANCE.md", "chat.jsonl", "poems.jsonl", "LICENSE.chinese-poetry.txt",
                  "LICENSE.chatterbot-corpus.txt", "README.brown-corpus.txt"]:
         assert (STARTER / name).is_file(), name
     total = sum(p.stat().st_size for p in STARTER.rglob("*") if p.is_file())
@@ -120,6 +121,21 @@ def test_no_chat_text_in_the_shards(shards, chats):
     leaked = [m["content"] for c in chats for m in c["messages"]
               if len(m["content"]) >= 16 and m["content"] in lines]
     assert not leaked, leaked[:5]
+
+
+def test_poems_quote_the_shards_they_name(shards, manifest):
+    poems = [json.loads(line) for line in (STARTER / "poems.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len({r["id"] for r in poems}) == len(poems) == sum(manifest["poems"]["poems"].values())
+    files = {"train": manifest["train_shards"], "val": [manifest["val_shard"]]}
+    text = {split: "\x00".join(d for f in names for d in shards[f] if lang_of(d) == "zh") for split, names in files.items()}
+    for r in poems:
+        assert set(r) == {"id", "collection", "title", "other_titles", "dynasty", "author", "lines", "pretraining"}
+        assert r["title"] not in r["other_titles"] and r["lines"] and all(CJK.search(line) for line in r["lines"])
+        quoted = "\n".join([r["title"], f"{r['dynasty']}·{r['author']}", *r["lines"]])
+        assert quoted in text[r["pretraining"]], r["id"]
+        if r["pretraining"] == "val":  # only the validation shard holds it: chat data must leave it out
+            assert quoted not in text["train"], r["id"]
+    assert {r["pretraining"] for r in poems} == {"train", "val"}
 
 
 def _build_module():

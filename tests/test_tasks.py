@@ -30,6 +30,7 @@ except ModuleNotFoundError:  # not yet an installed entry point: use the source 
     import nanochat_tasks
 from nanochat_tasks.gsm8k import solution_to_parts
 from nanochat_tasks.humaneval import HumanEval, completion_code, package_data_file
+from nanochat_tasks.poetry import first_clause
 
 try:
     from nanochat.sandbox import use_calculator
@@ -465,12 +466,16 @@ def test_spellingbee_is_deterministic_and_right(registry):
 def test_starter_arithmetic_is_deterministic_and_right(registry):
     task = registry.get("task", "starter-arithmetic")
     fresh = type(task)()
-    languages, two_step = set(), 0
+    languages, two_step, bare = set(), 0, set()
     for index in range(300):
         conv = task.view("train")[index]
         assert conv == fresh.example("train", index)
         calls = _tool_calls(conv)
         two_step += len(calls) > 1
+        question, first = conv["messages"][0]["content"], conv["messages"][-1]["content"][0]["text"]
+        if first == f"{calls[0][0]} = ":  # a bare calculation: the reply opens with the expression itself
+            assert len(calls) == 1 and len(question) < 40
+            bare.add("zh" if any("\u4e00" <= ch <= "\u9fff" for ch in question) else "en")
         for expr, output in calls:
             assert output == str(eval(expr, {"__builtins__": {}}))  # plain arithmetic on literals
             if use_calculator is not None:
@@ -480,8 +485,35 @@ def test_starter_arithmetic_is_deterministic_and_right(registry):
         assert task.evaluate(conv, f"so it is\n#### {answer}") and not task.evaluate(conv, "#### -1")
         assert task.reward(conv, f"#### {answer}") == 1.0
         languages.add("zh" if any("\u4e00" <= ch <= "\u9fff" for ch in conv["messages"][0]["content"]) else "en")
-    assert languages == {"en", "zh"} and two_step > 0
+    assert languages == {"en", "zh"} and two_step > 0 and bare == {"en", "zh"}
     _all(task, "test")
+
+
+def test_starter_poetry_quotes_the_shipped_poems_with_a_held_out_split(registry):
+    task = registry.get("task", "starter-poetry")
+    poems_path = registry.get("dataset", "starter").poems_path()
+    records = {r["id"]: r for r in map(json.loads, poems_path.read_text(encoding="utf-8").splitlines())}
+    train, test = task.poems("train"), task.poems("test")
+    assert train and test and not {r["id"] for r in train} & {r["id"] for r in test}
+    assert all(r["pretraining"] == "train" for r in train + test)  # validation-shard poems never become chat data
+    assert len(test) < len(train) / 5
+    by_title = {t: r for r in train for t in [r["title"], *r["other_titles"]]}
+    assert by_title["静夜思"]["lines"][0] == "床前明月光，疑是地上霜。" and by_title["春晓"] is by_title["春眠"]
+    convs = _all(task, "train") + _all(task, "test")  # every example is a valid conversation
+    assert len(convs) == 5 * (len(train) + len(test))
+    for index, conv in enumerate(_all(task, "test")):
+        poem = test[index // 5]
+        assert records[poem["id"]] == poem and conv == type(task)().example("test", index)
+        question, reply = conv["messages"][0]["content"], conv["messages"][1]["content"]
+        body = "\n".join(poem["lines"])
+        if index % 5 == 0:  # recite: the poem laid out as in the pretraining text
+            assert reply.endswith(f"\n{poem['dynasty']}·{poem['author']}\n{body}")
+        elif index % 5 == 1:  # continue: the opening the prompt quotes, then the reply, is the whole poem
+            opening = first_clause(poem["lines"][0])
+            assert opening in question and (opening + reply).replace("\n", "") == body.replace("\n", "")
+        else:
+            assert poem["author"] in reply and poem["author"] not in question
+        assert task.evaluate(conv, " " + reply.replace("\n", "\n\n")) and not task.evaluate(conv, reply[:-1])
 
 
 def test_starter_chat_splits_the_shipped_chats(registry):
@@ -559,7 +591,7 @@ def test_resolve_names_valid_tasks_and_arguments(registry):
 
 def test_nanochat_tasks_plugin_registers_every_task_without_torch(registry):
     expected = {"smoltalk", "arc-easy", "arc-challenge", "mmlu", "gsm8k", "humaneval", "spellingbee", "customjson",
-                "identity", "starter-chat", "starter-arithmetic"}
+                "identity", "starter-chat", "starter-arithmetic", "starter-poetry"}
     assert expected <= set(registry.names("task"))
     for name in expected:
         task = registry.get("task", name)

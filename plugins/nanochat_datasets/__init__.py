@@ -34,6 +34,10 @@ class StarterDataset(ShardedDataset):
         """The chatterbot-corpus conversations kept apart for the chat stages."""
         return STARTER_DIR / "chat.jsonl"
 
+    def poems_path(self) -> Path:
+        """The poems of 千家诗 and 唐诗三百首 as records (title, dynasty, author, lines), for starter-poetry."""
+        return STARTER_DIR / "poems.jsonl"
+
 
 # Both hub corpora were repacked the same way: shuffled documents, ~250M characters per shard
 # (~100 MB of zstd parquet), row groups of 1024 documents. The last shard of each is validation,

@@ -1,8 +1,10 @@
-"""starter-arithmetic: small word problems in English and Chinese, solved with the calculator tool.
+"""starter-arithmetic: small word problems and bare sums in English and Chinese, solved with the calculator tool.
 
 A stand-in for GSM8K that needs no download: the same answer shape (text, then a `python` part with
 the expression and a `python_output` part with what the calculator returns, the result repeated in
 words, and `#### N` at the end), so a tiny model can learn tool use offline, and RL has a reward.
+One problem in five is a bare calculation as people type it ("What is 123 + 456?", "123+456=?",
+"计算 37*21"), answered through the calculator the same way ("123+456 = 579.").
 Every problem is generated from its split and index alone; all answers are whole numbers.
 """
 import random
@@ -109,7 +111,37 @@ def chairs(rng, zh, who):
             [(f"There are {rows}*{per_row}+{extra} = ", f"{rows}*{per_row}+{extra}", " chairs.")], total)
 
 
-PROBLEMS = [boxes, buy_and_give, share, change, distance, savings, reading, chairs]
+# Bare calculations: (operator as the calculator takes it, as people type it, English words, Chinese words).
+OPERATORS = [("+", ["+"], ["plus"], ["加"]), ("-", ["-"], ["minus"], ["减", "减去"]),
+             ("*", ["*", "×", "x"], ["times", "multiplied by"], ["乘", "乘以"]),
+             ("/", ["/", "÷"], ["divided by"], ["除以"])]
+BARE_EN = ["What is {a} {op} {b}?", "What is {a}{op}{b}?", "{a}{op}{b}=?", "{a} {op} {b} = ?", "Calculate {a} {op} {b}.",
+           "What's {a} {word} {b}?", "What is {a} {word} {b}?", "Compute {a}{op}{b}"]
+BARE_ZH = ["计算 {a}{op}{b}", "{a}{op}{b}=？", "{a}{op}{b}等于多少？", "{a}{word}{b}等于多少？", "算一下{a}{op}{b}",
+           "{a}{word}{b}是多少？"]
+BARE_SHARE = 0.2
+
+
+def number(rng) -> int:
+    """1 to 4 digits, each length as likely: small and large operands both come up."""
+    return rng.randint(*rng.choice([(1, 9), (10, 99), (100, 999), (1000, 9999)]))
+
+
+def bare(rng, zh, who):
+    op, typed, words_en, words_zh = rng.choice(OPERATORS)
+    a, b = number(rng), number(rng)
+    if op == "-" and a < b:
+        a, b = b, a
+    if op == "/":
+        b = rng.randint(2, 99)
+        a = b * rng.randint(2, 999)
+    value = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
+    template = rng.choice(BARE_ZH if zh else BARE_EN)
+    question = template.format(a=a, b=b, op=rng.choice(typed), word=rng.choice(words_zh if zh else words_en))
+    return question, [(f"{a}{op}{b} = ", f"{a}{op}{b}", "。" if zh else ".")], value
+
+
+WORD_PROBLEMS = [boxes, buy_and_give, share, change, distance, savings, reading, chairs]
 
 
 def _whole(text: str) -> str:
@@ -121,7 +153,8 @@ class StarterArithmetic(Task):
     name = "starter-arithmetic"
     kind = "generative"
     splits = ("train", "test")
-    description = "word problems solved with calculator tool calls, English + Chinese (synthetic, GSM8K-shaped)"
+    description = ("word problems and bare calculations solved with calculator tool calls, English + Chinese "
+                   "(synthetic, GSM8K-shaped)")
 
     def num_examples(self, split: str) -> int:
         return SIZES[self.check_split(split)]
@@ -129,7 +162,7 @@ class StarterArithmetic(Task):
     def make_example(self, split: str, index: int) -> dict:
         rng = random.Random(f"starter-arithmetic-{split}-{index}")
         zh = rng.random() < 0.3
-        problem = rng.choice(PROBLEMS)
+        problem = bare if rng.random() < BARE_SHARE else rng.choice(WORD_PROBLEMS)
         question, steps, answer = problem(rng, zh, rng.choice(NAMES_ZH if zh else NAMES_EN))
         parts = []
         for before, expr, after in steps:
