@@ -19,9 +19,8 @@ from pathlib import Path
 from nanochat.runs import Run
 
 NANOCHAT = str(Path(sys.executable).parent / "nanochat")
-# Per-step timings, not results: they differ between any two runs. And core-eval's `config`, an id that
-# includes its checkpoint's path, which names the run's folder (a case runs in a copy).
-NOT_RESULTS = {"dt_ms", "tok_per_s", "mfu", "eta_s", "seconds", "train_seconds", "config"}
+# Per-step timings, not results: they differ between any two runs.
+NOT_RESULTS = {"dt_ms", "tok_per_s", "mfu", "eta_s", "seconds", "train_seconds"}
 
 
 def nanochat(*args, env: dict, timeout: int = 3600) -> subprocess.CompletedProcess:
