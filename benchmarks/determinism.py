@@ -1,6 +1,6 @@
 """Is a compiled CPU training step repeatable, and what does making it so cost? Prints JSON.
 
-    python benchmarks/determinism.py                 # the cpu-tiny model and batch (depth 4, 16 x 256), bf16
+    python benchmarks/determinism.py                 # the cpu-tiny model and batch (depth 3, 16 x 256), bf16
     python benchmarks/determinism.py --batch 4 --repeats 6 --variants atomic,repeatable,deterministic
 
 The same forward + backward on the same batch, repeated, under torch.compile, in up to three variants:
@@ -59,7 +59,7 @@ def step(model, compiled, x, y):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
