@@ -233,8 +233,8 @@ def repeatable_compile(model):
     embedding backward (a scatter of atomic adds from several threads), stays out of Inductor by default
     (nanochat.repeatable_embedding), so compiled CPU runs repeat bit for bit as they are. This setting adds the
     guarantee for every other op: with deterministic algorithms on, Inductor calls ATen's serial index_put for
-    any accumulating scatter (a plugin's model, say). On the built-in model it cost 1.27x a cpu-tiny step before
-    that change, when it was the only fix (benchmarks/determinism.py --variants atomic,deterministic).
+    any accumulating scatter (a plugin's model, say). When it was the only fix for the built-in model it cost
+    1.03x to 1.27x a cpu-tiny step, as measured on a busy machine (benchmarks/determinism.py).
     """
     import torch
     torch.use_deterministic_algorithms(True, warn_only=True)
