@@ -26,15 +26,10 @@ except ImportError:  # running from a checkout without an install
     root = Path(__file__).resolve().parents[1]
     sys.path[:0] = [str(root), str(root / "plugins")]
 from nanochat import fp8 as fp8_matmuls
+from nanochat import gpus
 from nanochat.model import GPT, GPTConfig
 from nanochat.plugins import registry
 from nanochat.training import build_optimizer
-
-# dense (no sparsity) peak FLOP/s per GPU: (bf16, tf32)
-GPU_PEAKS = {"H100 SXM": (989e12, 495e12), "H100 NVL": (835e12, 418e12), "H100 PCIe": (756e12, 378e12),
-             "H100": (989e12, 495e12), "H200": (989e12, 495e12), "B200": (2250e12, 1100e12),
-             "A100": (312e12, 156e12), "L40S": (362e12, 183e12), "A10": (125e12, 62.5e12)}
-
 
 def log(msg):
     print(msg, flush=True)
@@ -62,11 +57,12 @@ def sync(device):
 
 
 def gpu_peak(dtype):
+    """The card's datasheet peak for this dtype (nanochat/gpus.py, the table a run's MFU uses too)."""
     name = torch.cuda.get_device_name()
-    for key, (bf16, tf32) in GPU_PEAKS.items():
-        if key.replace(" ", "").lower() in name.replace(" ", "").lower():
-            return bf16 if dtype == torch.bfloat16 else tf32
-    return None
+    if dtype == torch.bfloat16:
+        found = gpus.spec(name)
+        return found[1] if found else None
+    return gpus.tf32_peak(name)
 
 
 def main(argv=None) -> dict:
@@ -112,8 +108,7 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         peak = gpu_peak(dtype) or matmul_peak(dtype, device, n=8192)
         if args.fp8:
-            from nanochat.gpus import fp8_peak
-            peak = fp8_peak(torch.cuda.get_device_name())
+            peak = gpus.fp8_peak(torch.cuda.get_device_name())
     else:
         peak = peaks[dname]  # the emulated fp8 multiplies in the compute dtype
     compiled = args.compile == "on" or (args.compile == "auto" and device.type in ("cpu", "cuda"))

@@ -47,5 +47,18 @@ def fp8_peak(name: str) -> float | None:
     return 2 * found[1]
 
 
+# GPUs with tf32 tensor cores (compute capability 8.0+). Their dense tf32 peak is half their dense bf16 peak on
+# every datasheet of these generations; Volta and Turing (V100, T4) have none.
+NO_TF32 = {"V100", "T4"}
+
+
+def tf32_peak(name: str) -> float | None:
+    """Dense tf32 peak FLOP/s (fp32 matmuls on tensor cores) of a GPU named by a fragment of its name."""
+    found = spec(name)
+    if found is None or found[0] in NO_TF32:
+        return None
+    return found[1] / 2
+
+
 def names() -> list[str]:
     return [fragment for fragment, _, _ in GPU_SPECS]

@@ -174,6 +174,8 @@ def test_fp8_is_refused_where_it_cannot_run_naming_the_fix(monkeypatch):
 
 def test_plans_with_fp8_use_the_fp8_peak():
     assert gpus.fp8_peak("NVIDIA H100 80GB HBM3") == 2 * 989e12 and gpus.fp8_peak("A100") is None
+    # tf32 (fp32 matmuls on tensor cores, what benchmarks/train.py divides fp32 steps by): half of bf16, none on T4
+    assert gpus.tf32_peak("NVIDIA H100 80GB HBM3") == 989e12 / 2 and gpus.tf32_peak("Tesla T4") is None
     est = plan.gpu_estimate(1e20, "H100", 8, fp8=True)
     assert est["precision"] == "fp8" and est["mfu"] == gpus.PLANNING_MFU_FP8
     assert est["hours"] == pytest.approx(1e20 / (8 * 1979e12 * gpus.PLANNING_MFU_FP8) / 3600, rel=1e-3)
