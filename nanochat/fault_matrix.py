@@ -19,9 +19,8 @@ from pathlib import Path
 from nanochat.runs import Run
 
 NANOCHAT = str(Path(sys.executable).parent / "nanochat")
-# Per-step timings, not results: they differ between any two runs. And core-eval's `config`, an id that
-# includes its checkpoint's path, which names the run's folder (a case runs in a copy).
-NOT_RESULTS = {"dt_ms", "tok_per_s", "mfu", "eta_s", "seconds", "train_seconds", "config"}
+# Per-step timings, not results: they differ between any two runs.
+NOT_RESULTS = {"dt_ms", "tok_per_s", "mfu", "eta_s", "seconds", "train_seconds"}
 
 
 def nanochat(*args, env: dict, timeout: int = 3600) -> subprocess.CompletedProcess:
@@ -56,7 +55,8 @@ def outcome(run: Run, stage: str) -> dict:
     metrics = [{k: v for k, v in m.items() if k not in NOT_RESULTS} for m in run.metrics(stage)]
     report_path = run.stage_dir(stage) / "report.md"
     report = report_path.read_text(encoding="utf-8").replace(str(run.dir), "RUN") if report_path.exists() else None
-    report = report and re.sub(r"(time|seconds|peak memory)(\W+)[\d.]+", r"\1\2#", report)
+    # "training time (excluding the first 10 steps): 2.63 min" too: a parenthesis may come before the figure
+    report = report and re.sub(r"(time|seconds|peak memory)((?: \([^)\n]*\))?\W+)[\d.]+", r"\1\2#", report)
     status = run.status(stage)
     files = {}
     for artifact, where in (status.get("artifacts") or {}).items():

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from nanochat.fp8 import fp8_linear
+from nanochat.repeatable_embedding import RepeatableEmbedding
 
 ROPE_BASE = 100_000
 QK_SCALE = 1.2          # applied to q and k after their norm; folded into the attention scale
@@ -503,7 +504,7 @@ class GPT(nn.Module):
         self.backout_layer = config.n_layer // 2
         V, d = config.padded_vocab_size, config.n_embd
         self.transformer = nn.ModuleDict({
-            "wte": nn.Embedding(V, d),
+            "wte": RepeatableEmbedding(V, d),
             "h": nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
         })
         self.lm_head = Linear(d, V, bias=False)
@@ -511,7 +512,7 @@ class GPT(nn.Module):
             for module in (block.attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
                 module.fp8 = fp8
         self.value_embeds = nn.ModuleDict({
-            str(i): nn.Embedding(V, config.n_kv_head * config.head_dim)
+            str(i): RepeatableEmbedding(V, config.n_kv_head * config.head_dim)
             for i in range(config.n_layer) if has_value_embedding(i, config.n_layer)})
         self.ve_keys = [str(i) if str(i) in self.value_embeds else None for i in range(config.n_layer)]
         self.resid_lambdas = nn.Parameter(torch.empty(config.n_layer))

@@ -26,6 +26,7 @@ from nanochat import runner
 from nanochat.distributed import World
 from nanochat.evaluation import bundle as eval_bundle
 from nanochat.evaluation import core
+from nanochat.runs import Run
 from nanochat.stages import CommonSettings
 from nanochat.tokenizer import Tokenizer
 
@@ -524,7 +525,7 @@ device = "cpu"
 """
 
 
-def test_stage_end_to_end_and_resume(server, bundle_files, tmp_path, monkeypatch):
+def test_stage_end_to_end_and_resume(server, bundle_files, tmp_path, monkeypatch, nanochat_home):
     """The whole benchmark on a tiny real GPT, through the runner: finite numbers for every task."""
     monkeypatch.setenv("CORE_TEST_BUNDLE", str(bundle_files[0]))
     monkeypatch.setenv("NANOCHAT_DTYPE", "fp32")
@@ -556,3 +557,18 @@ def test_stage_end_to_end_and_resume(server, bundle_files, tmp_path, monkeypatch
     assert [m["task"] for m in task_rows_again] == [t[0] for t in TASKS]  # each task once
     assert run.status("core-eval")["summary"]["CORE"] == pytest.approx(status["summary"]["CORE"])
     assert server.gets() == 1  # the bundle was downloaded once for both attempts
+
+    # the same interruption after the whole NANOCHAT_HOME moved: the evaluated tasks are still kept (the resume
+    # id names the weights by their checksum, not by their path)
+    moved_home = tmp_path / "moved-home"
+    shutil.move(nanochat_home, moved_home)
+    monkeypatch.setenv("NANOCHAT_HOME", str(moved_home))
+    moved = Run.open("core")
+    metrics = moved.stage_dir("core-eval") / "metrics.jsonl"
+    metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines()[:3]))
+    moved.set_status("core-eval", state="interrupted")
+    runner.run_pipeline(moved, echo=False)
+    log = (moved.stage_dir("core-eval") / "log.txt").read_text()
+    assert log.count("resuming: 3 task(s) already evaluated, 3 to go") == 2
+    assert [m["task"] for m in moved.metrics("core-eval") if "task" in m] == [t[0] for t in TASKS]
+    assert moved.status("core-eval")["summary"]["CORE"] == pytest.approx(status["summary"]["CORE"])

@@ -227,13 +227,14 @@ class StageContext:
 
 
 def repeatable_compile(model):
-    """torch.compile for CPU that gives the same result on every run.
+    """torch.compile for CPU with ATen's deterministic algorithms on (the `deterministic` setting).
 
-    By default Inductor writes embedding backward on CPU as a scatter of atomic adds from several threads: the
-    order of the adds, and so the last bits of the token and value embeddings' gradients, changes from run to
-    run (two cpu-tiny runs drifted apart from about step 12). With deterministic algorithms on, it calls
-    ATen's serial index_put instead. That cost 1.27x a cpu-tiny step on a busy 2-core machine
-    (benchmarks/determinism.py), over the 5% a default may cost: it is the `deterministic` setting.
+    The built-in model needs none of it: its one source of run-to-run difference under Inductor on CPU, the
+    embedding backward (a scatter of atomic adds from several threads), stays out of Inductor by default
+    (nanochat.repeatable_embedding), so compiled CPU runs repeat bit for bit as they are. This setting adds the
+    guarantee for every other op: with deterministic algorithms on, Inductor calls ATen's serial index_put for
+    any accumulating scatter (a plugin's model, say). When it was the only fix for the built-in model it cost
+    1.03x to 1.27x a cpu-tiny step, as measured on a busy machine (benchmarks/determinism.py).
     """
     import torch
     torch.use_deterministic_algorithms(True, warn_only=True)

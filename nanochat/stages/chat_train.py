@@ -51,7 +51,7 @@ class ChatTrainSettings(CommonSettings):
     keep_checkpoints: int = 2
     dtype: str = "auto"
     compile: str = "auto"
-    deterministic: bool = False  # CPU + compile: the same bits on every run, for a slower step (repeatable_compile)
+    deterministic: bool = False  # CPU + compile: ATen deterministic algorithms for every op (repeatable_compile)
     seed: int = 42
 
 

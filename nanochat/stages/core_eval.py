@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from nanochat.checkpoint import load_model
 from nanochat.evaluation import bundle as eval_bundle
 from nanochat.evaluation.core import evaluate_core, load_tasks, summarize
-from nanochat.atomic import atomic_write_text
+from nanochat.atomic import atomic_write_text, file_sha256
 from nanochat.stages import CommonSettings, StageError
 
 
@@ -84,8 +84,12 @@ class CoreEvalStage:
 
 
 def _config_id(ckpt, s, source: dict) -> str:
-    """A short id of everything that changes the numbers: which weights, which data, which settings."""
-    key = {"checkpoint": str(ckpt.path), "step": ckpt.step, "max_per_task": s.max_per_task,
+    """A short id of everything that changes the numbers: which weights, which data, which settings.
+
+    The weights are named by their content (model.pt's sha256 from the checkpoint's manifest), not by their
+    path, so a run folder moved elsewhere (another NANOCHAT_HOME, a copy) keeps the tasks it has evaluated."""
+    weights = ckpt.meta.get("files", {}).get("model.pt", {}).get("sha256") or file_sha256(ckpt.path / "model.pt")
+    key = {"weights": weights, "step": ckpt.step, "max_per_task": s.max_per_task,
            "max_seq_len": s.max_seq_len, "bundle": source.get("sha256") or source.get("url") or "local"}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 

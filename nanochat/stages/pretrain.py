@@ -67,7 +67,7 @@ class PretrainSettings(CommonSettings):
     dtype: str = "auto"  # auto (the backend's choice), bf16 or fp32
     fp8: bool = False  # the blocks' matmuls in float8 (CUDA capability 8.9+; emulated on CPU); see nanochat/fp8.py
     compile: str = "auto"  # auto (the backend's advice), on or off
-    deterministic: bool = False  # CPU + compile: the same bits on every run, for a slower step (repeatable_compile)
+    deterministic: bool = False  # CPU + compile: ATen deterministic algorithms for every op (repeatable_compile)
     tokenizer_threads: int = 4
     seed: int = 42
 
