@@ -1,5 +1,6 @@
 """Every test gets its own NANOCHAT_HOME and loads no third-party plugin unless it asks for one."""
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -12,6 +13,10 @@ sys.path.insert(0, str(TESTS / "fixtures"))
 os.environ["NANOCHAT_PLUGINS"] = ""
 os.environ["NANOCHAT_OFFLINE"] = "1"  # nothing may reach beyond 127.0.0.1 (e.g. tiktoken's gpt2 vocab)
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# A suite started in the background by a script (`./test.sh &`) inherits SIGINT ignored, and so would every
+# process a test starts: the tests that stop a run or a server with Ctrl-C (SIGINT) need it handled.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
