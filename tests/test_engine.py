@@ -54,6 +54,21 @@ def prompt(tok, text="Hello world"):
 
 
 @torch.no_grad()
+def perturbed_model(cfg, tok, dtype=None):
+    """A model whose output projections are not zero (fresh ones are), so decoding paths can disagree; the
+    special tokens are never produced."""
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        m = GPT(cfg) if dtype is None else GPT(cfg, compute_dtype=dtype)
+    m.to_empty(device="cpu")
+    m.init_weights()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn(p.shape))
+        m.lm_head.weight[tok.bos_id:] = 0.0
+    return m
+
+
 def naive_greedy(model, tokens, n, stops):
     """Generation without a cache: the whole sequence through the model for every new token."""
     ids, out = list(tokens), []
@@ -83,15 +98,7 @@ def test_greedy_equals_naive_generation_across_the_short_window(model, tok):
 
 def test_compiled_decoding_gives_the_eager_tokens_and_sees_weight_changes(tok):
     cfg = GPTConfig.from_depth(1, vocab_size=tok.vocab_size, sequence_len=64, head_dim=16, aspect_ratio=32)
-    torch.manual_seed(0)
-    with torch.device("meta"):
-        m = GPT(cfg)
-    m.to_empty(device="cpu")
-    m.init_weights()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.3 * torch.randn(p.shape))
-        m.lm_head.weight[tok.bos_id:] = 0.0
+    m = perturbed_model(cfg, tok)
     eager, compiled = Engine(m, tok), Engine(m, tok, compile=True)
     run = lambda engine: engine.generate_batch(prompt(tok), num_samples=2, max_tokens=30, temperature=0.0)
     assert run(compiled) == run(eager)
@@ -106,15 +113,7 @@ def test_the_cpu_step_gives_the_forward_tokens_in_bf16_and_follows_weight_change
     window: the same tokens, greedy and sampled (its logits come before the softcap)."""
     cfg = GPTConfig.from_depth(2, vocab_size=tok.vocab_size, sequence_len=256, head_dim=16, aspect_ratio=32,
                                window_pattern="SL")
-    torch.manual_seed(0)
-    with torch.device("meta"):
-        m = GPT(cfg, compute_dtype=torch.bfloat16)
-    m.to_empty(device="cpu")
-    m.init_weights()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.3 * torch.randn(p.shape))
-        m.lm_head.weight[tok.bos_id:] = 0.0
+    m = perturbed_model(cfg, tok, torch.bfloat16)
     fast, forward = Engine(m, tok), Engine(m, tok, cpu_step=False)
     assert fast.cpu_step is not None and forward.cpu_step is None
     run = lambda engine, **kw: engine.generate_batch(prompt(tok), num_samples=2, max_tokens=140, **kw)
