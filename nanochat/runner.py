@@ -446,7 +446,8 @@ class Terminated(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def sigterm_interrupts():
-    """While inside, SIGTERM raises Terminated instead of ending the process with no cleanup."""
+    """While inside, SIGTERM raises Terminated instead of ending the process with no cleanup, and SIGINT
+    raises KeyboardInterrupt even where the process was started with it ignored."""
     def on_term(signum, frame):
         raise Terminated("terminated by SIGTERM")
     try:
@@ -454,10 +455,17 @@ def sigterm_interrupts():
     except ValueError:  # not the main thread (an embedding program): leave signals to it
         yield
         return
+    # A run started in the background by a script inherits SIGINT ignored, and Stop (the dashboard,
+    # runs.stop_stage) is a SIGINT: take Ctrl-C back, or Stop would do nothing.
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_pipeline(run: Run, launch: Launch | None = None, echo: bool = True, only: list[str] | None = None) -> Run:

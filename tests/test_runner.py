@@ -183,6 +183,23 @@ def test_sigterm_mid_stage_leaves_it_interrupted_and_resume_completes(preset):
     assert [m["step"] for m in run.metrics("count")] == list(range(1, 41))
 
 
+def test_a_run_started_with_sigint_ignored_is_still_stopped_by_stop(preset):
+    """A script's background job (`nanochat run ... &`) starts with SIGINT ignored; Stop sends SIGINT."""
+    from nanochat.runs import stop_stage
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "nanochat"), "run", "--preset", preset, "--name",
+                             "bg", "--set", "steps=200", "--set", "count.sleep=0.05"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.time() + 60
+    while not (Run.exists("bg") and Run.open("bg").status("count")["state"] == "running"
+               and len(Run.open("bg").metrics("count")) >= 2):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    assert stop_stage(Run.open("bg")) == ("count", proc.pid)
+    assert proc.wait(timeout=30) == 130
+    assert Run.open("bg").status("count")["state"] == "interrupted"
+
+
 def test_distributed_stage_runs_under_torchrun(tmp_path):
     path = tmp_path / "dist.toml"
     path.write_text('[[stage]]\nname = "sum"\nstage = "counting_stage:AllReduceStage"\n')
