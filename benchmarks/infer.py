@@ -3,6 +3,7 @@
     python benchmarks/infer.py --depth 4 --vocab-size 8192 --prompt-tokens 32 --new-tokens 256 --batch-sizes 1,8
     python benchmarks/infer.py --reference ../nanochat     # also time the reference nanochat, same process
     python benchmarks/infer.py --with-forward              # also decode through GPT.forward (CPU: before CpuDecode)
+    python benchmarks/infer.py --with-torch-step           # also CpuDecode on torch ops (CPU: before the Rust kernels)
 
 A random-init model on the current device, greedy decoding, through Engine.generate:
 - prefill: the batch-1 pass over the prompt, up to the first sampled token (prompt tokens / time);
@@ -21,6 +22,8 @@ the same process, runs interleaved; the JSON then holds both and their ratios (o
 --with-forward adds our engine with cpu_step=False (every decode step through GPT.forward, as
 before nanochat/cpu_decode.py) the same way: "forward" per batch size, decode_ratio_vs_forward,
 and forward_same_tokens (how many greedy tokens the two paths share; all of them, by design).
+--with-torch-step adds our engine with fused=False (CpuDecode on torch ops, before the Rust kernels
+of rustbpe/src/decode.rs): "torch_step", decode_ratio_vs_torch_step, torch_step_same_tokens.
 Each figure is the median of --repeats runs; a shared machine's speed moves, so compare medians taken
 in one sitting. Progress goes to stdout; the last line is one JSON document.
 """
@@ -175,6 +178,8 @@ def main(argv=None):
     ap.add_argument("--reference", metavar="PATH", help="a checkout of the reference nanochat to time beside ours")
     ap.add_argument("--with-forward", action="store_true",
                     help="also time our engine decoding through GPT.forward (cpu_step=False), same process")
+    ap.add_argument("--with-torch-step", action="store_true",
+                    help="also time our CPU decode step on torch ops, without the Rust kernels (fused=False)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -197,6 +202,8 @@ def main(argv=None):
     engines = {"ours": Engine(model, tokenizer, compile=args.compile == "on")}
     if args.with_forward:
         engines["forward"] = Engine(model, tokenizer, cpu_step=False)
+    if args.with_torch_step:
+        engines["torch_step"] = Engine(model, tokenizer, fused=False)
     if args.reference:
         from reference import load_reference
         ref = load_reference(args.reference, dtype)
@@ -220,7 +227,7 @@ def main(argv=None):
                 if steps != args.new_tokens - 1:
                     raise SystemExit(f"{who}: generation stopped after {steps + 1} of {args.new_tokens} tokens")
                 runs[who, b].append((first, rest, steps, cpu))
-                log(f"  run {rep + 1}: {who:9s} batch {b:3d}: prefill {args.prompt_tokens / first:9,.0f} tok/s | "
+                log(f"  run {rep + 1}: {who:10s} batch {b:3d}: prefill {args.prompt_tokens / first:9,.0f} tok/s | "
                     f"decode {b * steps / rest:9,.0f} tok/s, {1000 * rest / steps:6.2f} ms/step")
         if not args.no_naive:
             naive.append(time_naive(model, prompt, args.new_tokens, device))
@@ -250,10 +257,11 @@ def main(argv=None):
         r["bytes_per_step"] = step_bytes
         if bandwidth:
             r["bandwidth_utilisation"] = round(step_bytes / (r["ms_per_step"] / 1000) / bandwidth, 4)
-        if "forward" in engines:
-            before = r["forward"] = summary(runs["forward", b], b)
-            r["decode_ratio_vs_forward"] = round(r["decode_tok_s"] / before["decode_tok_s"], 2)
-            r["decode_cpu_ratio_vs_forward"] = round(before["cpu_ms_per_step"] / r["cpu_ms_per_step"], 2)
+        for before_name in ("forward", "torch_step"):
+            if before_name in engines:
+                before = r[before_name] = summary(runs[before_name, b], b)
+                r[f"decode_ratio_vs_{before_name}"] = round(r["decode_tok_s"] / before["decode_tok_s"], 2)
+                r[f"decode_cpu_ratio_vs_{before_name}"] = round(before["cpu_ms_per_step"] / r["cpu_ms_per_step"], 2)
         if "reference" in engines:
             theirs = r["reference"] = summary(runs["reference", b], b)
             for key in ("prefill_tok_s", "decode_tok_s"):
@@ -269,7 +277,7 @@ def main(argv=None):
     def greedy(who):
         return [c[0] for c, _ in engines[who].generate(prompt, max_tokens=args.new_tokens, temperature=0.0)]
 
-    for who in ("reference", "forward"):  # same weights: the reference's tokens equal in fp32, close in bf16
+    for who in ("reference", "forward", "torch_step"):  # same weights: the reference's tokens equal in fp32, close in bf16
         if who in engines:
             a, z = greedy("ours"), greedy(who)
             result[f"{who}_same_tokens"] = next((i for i, (x, y) in enumerate(zip(a, z)) if x != y), len(a))
@@ -277,9 +285,10 @@ def main(argv=None):
         mbu = f", {100 * r['bandwidth_utilisation']:.1f}% of memory bandwidth" if "bandwidth_utilisation" in r else ""
         log(f"batch {b}: prefill {r['prefill_tok_s']:,.0f} tok/s, decode {r['decode_tok_s']:,.0f} tok/s "
             f"({r['ms_per_step']:.2f} ms/step{mbu})")
-        if "forward" in r:
-            log(f"  vs GPT.forward decoding: {r['decode_ratio_vs_forward']}x "
-                f"(by CPU time {r['decode_cpu_ratio_vs_forward']}x)")
+        for before_name, label in (("forward", "GPT.forward decoding"), ("torch_step", "the step on torch ops")):
+            if before_name in r:
+                log(f"  vs {label}: {r[f'decode_ratio_vs_{before_name}']}x "
+                    f"(by CPU time {r[f'decode_cpu_ratio_vs_{before_name}']}x)")
         if "reference" in r:
             log(f"  vs reference: prefill {r['prefill_ratio']}x, decode {r['decode_ratio']}x "
                 f"(by CPU time {r['decode_cpu_ratio']}x) "

@@ -30,13 +30,18 @@ GPT on a CPU.
 import torch
 import torch.nn.functional as F
 
+from nanochat.decode_kernels import DecodeKernels
 from nanochat.model import SMEAR_CHANNELS, VE_GATE_CHANNELS, norm, prepared_matmul
 
 
 class CpuDecode:
-    def __init__(self, model):
+    def __init__(self, model, *, fused=True):
+        """fused: the element-wise work between the matmuls runs in the Rust kernels where the library
+        is built (rustbpe/src/decode.rs; same roundings, the norms' sums in another order), else
+        through torch ops (bit-identical to GPT.forward)."""
         self.model = model
         self.weights_key = None
+        self.kernels = DecodeKernels.load(model.compute_dtype) if fused else None
 
     def _weights_key(self):
         return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
@@ -52,6 +57,10 @@ class CpuDecode:
         # (B, kv heads, positions, head_dim) views: a step writes position pos and reads a window
         keys = [cache.k[i].transpose(1, 2) for i in range(cache.n_layer)]
         values = [cache.v[i].transpose(1, 2) for i in range(cache.n_layer)]
+        if self.kernels is not None and self.tables_fit_kernels and cache.k.dtype == torch.float32 \
+                and cache.k.is_contiguous() and cache.prev_embedding.is_contiguous():
+            buffers = self._buffers(cache)
+            return lambda ids: self._fused_step(ids, cache, keys, values, buffers)
         return lambda ids: self._step(ids, cache, keys, values)
 
     def _prepare_weights(self):
@@ -82,6 +91,10 @@ class CpuDecode:
         self.smear_lambda, self.backout_lambda = scalar(m.smear_lambda), scalar(m.backout_lambda)
         self.lm_head = packed(m.lm_head)
         self.cos, self.sin = m.cos[0, :, 0], m.sin[0, :, 0]  # (positions, head_dim)
+        # the kernels read the embedding tables as contiguous f32 rows (a model cast whole to bf16 has others)
+        tables = [self.wte] + [layer[4] for layer in self.layers if layer[4] is not None]
+        self.tables_fit_kernels = all(t.dtype == torch.float32 and t.is_contiguous() for t in tables) \
+            and self.cos.is_contiguous() and self.sin.is_contiguous()
 
     def _step(self, ids, cache, all_keys, all_values):
         """Raw logits (B, vocab) of the next token of every row; the cache advances by one."""
@@ -130,3 +143,55 @@ class CpuDecode:
         x = norm(x - self.backout_lambda * x_mid)
         cache.advance(1)
         return self.lm_head(x)[:, :cfg.vocab_size].float()
+
+    def _buffers(self, cache):
+        """The fused step's working rows, made once per generation: the residual stream x, the
+        block input x0, the norm output h, the backout row, and the queries (f32)."""
+        cfg, B = self.model.config, cache.batch_size
+        rows = [torch.empty(B, cfg.n_embd, dtype=self.dtype) for _ in range(4)]
+        q = torch.empty(B, cfg.n_head, 1, cfg.head_dim, dtype=torch.float32)
+        return rows + [q]
+
+    def _fused_step(self, ids, cache, all_keys, all_values, buffers):
+        """_step with the element-wise work in the Rust kernels: per layer four calls around the
+        four matmuls and attention, each on these buffers' pointers."""
+        m, cfg, k = self.model, self.model.config, self.kernels
+        B, pos = ids.size(0), cache.pos
+        if pos + 1 > cache.max_len:
+            raise ValueError(f"KV cache full: {pos} + 1 tokens > max_len {cache.max_len}; allocate a longer cache")
+        if pos + 1 > self.cos.size(0):
+            raise ValueError(f"position {pos + 1} is past the rotary table ({self.cos.size(0)})")
+        H, Hkv, D, n = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_embd
+        x, x0, h, x_mid, q = buffers
+        xp, x0p, hp, midp, qp = (t.data_ptr() for t in buffers)
+        ids = ids.reshape(B).contiguous()
+        cos, sin = self.cos[pos].data_ptr(), self.sin[pos].data_ptr()
+
+        prev = cache.prev_embedding
+        k.embed_smear(B, n, ids.data_ptr(), self.wte.data_ptr(), self.smear_gate.data_ptr(), SMEAR_CHANNELS,
+                      self.smear_lambda, prev.data_ptr(), pos > 0, x0p)  # the token, smeared with the previous one
+        src, add, add_rows = x0p, 0, None
+        for i, (qkv_mm, proj_mm, fc_mm, fc_proj_mm, ve_table, ve_gate, resid, x0_mix, window, scale) \
+                in enumerate(self.layers):
+            # the previous block's MLP output joins x (kept as the backout row after its layer),
+            # then x = resid * x + x0_mix * x0, h = norm(x)
+            keep = midp if i - 1 == m.backout_layer else 0
+            k.mix_norm(B, n, src, add, keep, x0p, resid, x0_mix, xp, hp)
+            src = xp
+            qkv = qkv_mm(h)
+            k.qkv_post(B, H, Hkv, D, qkv.data_ptr(), cos, sin, qp, cache.k[i].data_ptr(), cache.v[i].data_ptr(),
+                       cache.max_len, pos, ids.data_ptr(), 0 if ve_table is None else ve_table.data_ptr(),
+                       0 if ve_gate is None else ve_gate.data_ptr(), hp, n, VE_GATE_CHANNELS)
+            start = max(0, pos - window)
+            y = F.scaled_dot_product_attention(q, all_keys[i][:, :, start:pos + 1], all_values[i][:, :, start:pos + 1],
+                                               scale=scale, enable_gqa=H != Hkv)
+            attended = proj_mm(y.reshape(B, H * D).to(self.dtype))  # a name holds every tensor a kernel reads
+            k.add_norm(B, n, xp, attended.data_ptr(), hp)
+            u = fc_mm(h)
+            k.relu_square(u.numel(), u.data_ptr())
+            add_rows = fc_proj_mm(u)  # held until the next call has read it
+            add = add_rows.data_ptr()
+        keep = midp if len(self.layers) - 1 == m.backout_layer else 0
+        k.mix_norm(B, n, xp, add, keep, midp, 1.0, -self.backout_lambda, xp, hp)  # x - backout * x_mid, norm
+        cache.advance(1)
+        return self.lm_head(h)[:, :cfg.vocab_size].float()

@@ -83,18 +83,19 @@ class RowState:
 
 
 class Engine:
-    def __init__(self, model, tokenizer, *, compile=False, cpu_step=True):
+    def __init__(self, model, tokenizer, *, compile=False, cpu_step=True, fused=True):
         """compile=True runs the decode steps through torch.compile (CompiledDecode). Measured on a
         2-core CPU (d4, bf16): about 1.2x the eager step at batch 1 and several times slower at batch 8
         (not yet explained), after a compile of minutes; it is meant for GPUs, where a step's many
         small kernel launches dominate.
         On a CPU, a GPT decodes through CpuDecode (the same arithmetic as GPT.forward in fewer ops,
         the same tokens); cpu_step=False decodes through GPT.forward there too (what the benchmark
-        compares it with)."""
+        compares it with). fused=False keeps CpuDecode on torch ops instead of the Rust kernels
+        (rustbpe/src/decode.rs: the same roundings, a norm's sum in another order)."""
         self.model, self.tokenizer = model, tokenizer
         self.compiled = CompiledDecode(model) if compile else None
         # exactly a GPT: a subclass (or a wrapper) may compute otherwise, so it keeps its own forward
-        self.cpu_step = CpuDecode(model) if cpu_step and type(model) is GPT and not compile else None
+        self.cpu_step = CpuDecode(model, fused=fused) if cpu_step and type(model) is GPT and not compile else None
         special = tokenizer.encode_special
         self.bos = tokenizer.bos_id
         self.assistant_start = special("<|assistant_start|>")

@@ -128,6 +128,47 @@ def test_the_cpu_step_gives_the_forward_tokens_in_bf16_and_follows_weight_change
     assert changed != greedy and changed == run(forward, temperature=0.0)
 
 
+def test_the_rust_kernels_give_the_torch_steps_logits(tok):
+    """CpuDecode with the Rust kernels (the default where the library is built) against the same step on
+    torch ops, fed the same tokens past the short window, batch 2: the same roundings, so the logits
+    differ only by a norm's sum order: bit-close in fp32, within one bf16 step in bf16; greedy tokens agree."""
+    from nanochat.cpu_decode import CpuDecode
+    from nanochat.model import KVCache
+    # depth 3: value embeddings on layers 0 and 2, the backout row after layer 1; depth 1: after the last
+    for depth, dtype, tolerance, n in ((3, torch.float32, 1e-4, 100), (3, torch.bfloat16, 0.07, 100),
+                                       (1, torch.bfloat16, 0.07, 40)):
+        cfg = GPTConfig.from_depth(depth, vocab_size=tok.vocab_size, sequence_len=256, head_dim=16, aspect_ratio=32,
+                                   window_pattern="SL")
+        m = perturbed_model(cfg, tok, dtype)
+        fused, plain = CpuDecode(m), CpuDecode(m, fused=False)
+        assert fused.kernels is not None, "the Rust decode kernels are not built: ./setup.sh (or pip install ./rustbpe)"
+        caches = [KVCache(cfg, 2, 200, device="cpu", dtype=m.kv_cache_dtype) for _ in range(2)]
+        with torch.inference_mode():
+            for cache in caches:
+                m(torch.tensor([prompt(tok)] * 2), kv_cache=cache)
+            steps = fused.prepare(caches[0]), plain.prepare(caches[1])
+            ids, agree = torch.tensor([[5], [9]]), 0
+            for _ in range(n):
+                a, b = steps[0](ids), steps[1](ids)
+                assert (a - b).abs().max().item() <= tolerance
+                agree += torch.equal(a.argmax(-1), b.argmax(-1))
+                ids = b.argmax(-1, keepdim=True)
+            assert agree >= n - 2
+            assert torch.equal(caches[0].prev_embedding, caches[1].prev_embedding)
+            assert (caches[0].k - caches[1].k).abs().max().item() <= tolerance
+
+
+def test_without_the_rust_library_the_cpu_step_runs_on_torch_ops(tok, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "nanochat_rustbpe._native", None)  # makes the import fail
+    cfg = GPTConfig.from_depth(1, vocab_size=tok.vocab_size, sequence_len=64, head_dim=16, aspect_ratio=32)
+    m = perturbed_model(cfg, tok)
+    engine = Engine(m, tok)
+    assert engine.cpu_step is not None and engine.cpu_step.kernels is None
+    run = lambda e: e.generate_batch(prompt(tok), num_samples=2, max_tokens=20, temperature=0.0)
+    assert run(engine) == run(Engine(m, tok, cpu_step=False))
+
+
 def test_two_generations_of_one_engine_may_interleave(model, tok):
     engine = Engine(model, tok)
     run = lambda text: engine.generate(prompt(tok, text), max_tokens=20, temperature=0.0)

@@ -11,10 +11,14 @@
 //! nbpe_free(t)
 //! ```
 //!
+//! The same library carries the CPU decode step's fused kernels (`decode`, `ndec_*`), so one
+//! native build serves both.
+//!
 //! Every entry point catches panics and reports them as a negative return value: a bug must
 //! never unwind into (or abort) the Python process.
 
 pub mod count;
+pub mod decode;
 pub mod merge;
 pub mod scan;
 mod unicode_tables;
@@ -23,7 +27,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::slice;
 
 /// Bumped whenever a signature below changes; the Python binding checks it.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const OK: i64 = 0;
 pub const ERR_ARGS: i64 = -1; // a null pointer, or document ends that do not fit the buffer

@@ -19,7 +19,7 @@ from ._native import ffi, lib
 
 __all__ = ["Trainer", "split", "char_class", "scanner_digits", "NANOCHAT_PATTERN", "GPT4_PATTERN"]
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 if lib.nbpe_abi_version() != ABI_VERSION:
     raise ImportError(
         f"nanochat_rustbpe: the compiled library has ABI {lib.nbpe_abi_version()}, this wrapper expects "
