@@ -131,11 +131,12 @@ class Engine:
         # compiled: one spare position, so the cache is never read whole (that case is a graph of its own)
         spare = 1 if self.compiled is not None else 0
         cache = KVCache(model.config, B, len(tokens) + steps - 1 + spare, device=device, dtype=model.kv_cache_dtype)
+        last = {"last_only": True} if type(model) is GPT else {}  # the prompt's last logits are all it needs
         if B == 1:
-            logits = model(ids, kv_cache=cache)[:, -1]
+            logits = model(ids, kv_cache=cache, **last)[:, -1]
         else:
             prefill = KVCache(model.config, 1, len(tokens), device=device, dtype=model.kv_cache_dtype)
-            logits = model(ids, kv_cache=prefill)[:, -1].expand(B, -1)  # 3) each row still draws alone
+            logits = model(ids, kv_cache=prefill, **last)[:, -1].expand(B, -1)  # 3) each row still draws alone
             cache.prefill_from(prefill)
             del prefill
 

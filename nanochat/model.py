@@ -565,8 +565,9 @@ class GPT(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------
 
-    def forward(self, idx, targets=None, *, kv_cache=None, reduction="mean"):
-        """Loss (targets == -1 are ignored) if targets are given, else fp32 logits (B, T, vocab).
+    def forward(self, idx, targets=None, *, kv_cache=None, reduction="mean", last_only=False):
+        """Loss (targets == -1 are ignored) if targets are given, else fp32 logits (B, T, vocab), or
+        (B, 1, vocab) for the last position only with last_only=True (a prefill needs no more).
 
         With kv_cache, idx holds the next T tokens of every row: they are appended to the cache
         and the logits are for those positions only. reduction="none" gives a (B, T) loss.
@@ -601,7 +602,7 @@ class GPT(nn.Module):
 
         V = self.config.vocab_size
         if targets is None:
-            return softcap(self.lm_head(x)[..., :V].float())
+            return softcap(self.lm_head(x[:, -1:] if last_only else x)[..., :V].float())
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction={reduction!r}; use 'mean', 'sum' or 'none'")
         if reduction != "none" and torch.is_grad_enabled():
