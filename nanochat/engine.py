@@ -22,8 +22,10 @@ Speed: decoding a small model on a CPU is mostly per-step overhead, so a step is
 sampling op and one device->host read of the sampled ids (the only sync); the ids go back into the
 model as the same tensor unless the tool forces a token. Everything runs under inference_mode.
 On a CPU the forward of a decode step is CpuDecode (nanochat/cpu_decode.py): GPT.forward's
-arithmetic in fewer ops, giving the logits before the softcap (greedy and top-k need no softcap
-over the whole vocabulary). Elsewhere (CUDA, MPS) it is GPT.forward, or the compiled step.
+arithmetic in a few calls a layer (Rust kernels between the matmuls where the library is built),
+giving the logits before the softcap (greedy and top-k need no softcap over the whole vocabulary).
+Elsewhere (CUDA, MPS) it is GPT.forward, or the compiled step. The prefill asks GPT.forward for the
+prompt's last logits only (last_only=True).
 """
 import random
 import warnings

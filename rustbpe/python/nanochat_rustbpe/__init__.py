@@ -8,6 +8,9 @@
 The Rust side has a hand-written scanner for the two patterns below (they differ only in how many
 digits a number chunk holds). For any other pattern, split and count in Python and pass the counts
 with `add_chunk_counts`.
+
+The same library holds the CPU decode step's kernels (`ndec_*`, src/decode.rs); nanochat calls them
+through nanochat/decode_kernels.py.
 """
 from __future__ import annotations
 
