@@ -24,10 +24,11 @@ done once done once per generation:
 Rows are 2-D (B, width) throughout, so no op carries the length-1 time axis.
 
 The fused step (the default where the Rust library is built) goes further: the element-wise work
-between the matmuls runs in four Rust kernel calls a layer (and one each for the embedding and the head's norm) (rustbpe/src/decode.rs, through
-nanochat/decode_kernels.py) on buffers made once per generation, instead of a few dozen torch
-ops. The kernels round where the torch ops round, so the logits differ from the torch path's only
-by the order of a norm's sums (within one step of the compute dtype); fused=False keeps torch ops.
+between the matmuls runs in Rust kernels (rustbpe/src/decode.rs, through nanochat/decode_kernels.py),
+four calls a layer and one each for the embedding and the head's norm, on buffers made once per
+generation, instead of a few dozen torch ops a layer. The kernels round where the torch ops round,
+so the logits differ from the torch path's only by the order of a norm's sums (within one step of
+the compute dtype); fused=False keeps torch ops.
 
 CPU only: on a GPU the step is bound by kernel launches and memory, and GPT.forward (or the
 compiled step, nanochat/compiled_decode.py) is the one to use; Engine picks this class only for a
