@@ -2,9 +2,11 @@
 
 Backends are plugins (cpu, cuda, mps, ...). `select()` honours an explicit name and otherwise picks the
 available backend with the highest priority. `matmul_peak()` times large matmuls so MFU has a
-denominator on devices without a published peak (CPUs, Apple GPUs); results are cached per machine.
+denominator on devices without a published peak (CPUs, Apple GPUs), and `bf16_speedup()` times the
+two dtypes in turn for the CPU's choice of compute dtype; results are cached per machine.
 """
 import json
+import math
 import platform
 import time
 
@@ -37,43 +39,78 @@ def _probe_cache_path():
     return paths.cache_dir() / "matmul-peak.json"
 
 
-def matmul_peak(device, dtype, *, size: int = 1024, seconds: float = 0.3, use_cache: bool = True) -> float:
-    """Measured FLOP/s of a square matmul on `device` in `dtype` (best of a few timed bursts).
-
-    Cached by (device, dtype, machine, torch version, threads) because a probe costs ~1 s per dtype.
-    """
+def _cached(name, device, dtype, size, measure):
+    """measure() once per (what, device, dtype, machine, torch version, threads, size), kept in the
+    per-machine cache file: a probe costs about a second."""
     import torch
 
-    key = "|".join([str(device), str(dtype), platform.machine(), cpu_name(),
-                    torch.__version__, str(torch.get_num_threads()), str(size)])
+    key = "|".join(([name] if name else []) + [str(device), str(dtype), platform.machine(), cpu_name(),
+                                               torch.__version__, str(torch.get_num_threads()), str(size)])
     cache_file = _probe_cache_path()
     cache = {}
-    if use_cache and cache_file.exists():
+    if cache_file.exists():
         try:
             cache = json.loads(cache_file.read_text())
         except (OSError, ValueError):
             cache = {}  # a damaged cache is only a cache: re-measure
         if key in cache:
             return float(cache[key])
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    sync = _sync_for(device)
-    for _ in range(2):  # warm up kernels and caches
+    cache[key] = value = measure()
+    atomic_write_json(cache_file, cache)
+    return value
+
+
+def _burst(a, b, sync, reps=4):
+    """Seconds per matmul of a burst of `reps`."""
+    t0 = time.perf_counter()
+    for _ in range(reps):
         a @ b
     sync()
-    best, deadline = 0.0, time.perf_counter() + seconds
-    reps = 4
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            a @ b
+    return (time.perf_counter() - t0) / reps
+
+
+def _operands(device, dtype, size):
+    import torch
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2):  # warm up kernels and caches
+        a @ b
+    return a, b
+
+
+def matmul_peak(device, dtype, *, size: int = 1024, seconds: float = 0.3, use_cache: bool = True) -> float:
+    """Measured FLOP/s of a square matmul on `device` in `dtype` (best of a few timed bursts).
+
+    Cached by (device, dtype, machine, torch version, threads) because a probe costs ~1 s per dtype.
+    """
+    def measure():
+        a, b = _operands(device, dtype, size)
+        sync = _sync_for(device)
         sync()
-        dt = time.perf_counter() - t0
-        best = max(best, 2 * size**3 * reps / dt)
-    if use_cache:
-        cache[key] = best
-        atomic_write_json(cache_file, cache)
-    return best
+        best, deadline = math.inf, time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            best = min(best, _burst(a, b, sync))
+        return 2 * size**3 / best
+    return _cached(None, device, dtype, size, measure) if use_cache else measure()
+
+
+def bf16_speedup(device, *, size: int = 1024, rounds: int = 8, use_cache: bool = True) -> float:
+    """How many times faster a bf16 matmul runs than an fp32 one on `device`: bursts of the two taken
+    in turn, best of each. Timed in alternation, other work on the machine slows both alike, so the
+    compute dtype chosen from it does not follow the load (two separate probes did: a busy minute
+    during the fp32 one picked fp32 on a machine where bf16 is twice as fast)."""
+    import torch
+
+    def measure():
+        fp32, bf16 = _operands(device, torch.float32, size), _operands(device, torch.bfloat16, size)
+        sync = _sync_for(device)
+        sync()
+        best = {torch.float32: math.inf, torch.bfloat16: math.inf}
+        for _ in range(rounds):
+            for dtype, (a, b) in ((torch.float32, fp32), (torch.bfloat16, bf16)):
+                best[dtype] = min(best[dtype], _burst(a, b, sync))
+        return best[torch.float32] / best[torch.bfloat16]
+    return _cached("bf16-speedup", device, torch.bfloat16, size, measure) if use_cache else measure()
 
 
 def _sync_for(device):

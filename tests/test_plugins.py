@@ -276,3 +276,25 @@ def test_hook_nanochat_observer(tmp_path):
     runner.run_pipeline(runner.open_or_create(str(preset), "observed", []), echo=False)
     assert seen == [("stage_start", "count", None), ("metrics", "count", {"step": 1}),
                     ("metrics", "count", {"step": 2}), ("stage_done", "count", None)]
+
+
+def test_the_cpu_compute_dtype_follows_a_bf16_speedup_timed_in_alternation(monkeypatch):
+    """bf16 where the CPU has it and its matmuls time >1.2x fp32's, both probed in turn; the probe is
+    measured once per machine and cached (a second call times nothing)."""
+    import nanochat_backends
+    import torch
+    from nanochat import backend as probes
+    cpu = plugins.load({"NANOCHAT_PLUGINS": ""}).get("backend", "cpu")
+    monkeypatch.delenv("NANOCHAT_DTYPE", raising=False)
+    timed = []
+    real_burst = probes._burst
+    monkeypatch.setattr(probes, "_burst", lambda a, b, sync: timed.append(a.dtype) or real_burst(a, b, sync, reps=1))
+    speedup = probes.bf16_speedup("cpu", size=64, rounds=3)
+    assert speedup > 0 and timed == [torch.float32, torch.bfloat16] * 3  # in turn, not one then the other
+    assert probes.bf16_speedup("cpu", size=64, rounds=3) == speedup and len(timed) == 6  # cached
+    monkeypatch.setattr(cpu, "has_native_bf16", lambda: True)
+    for measured, dtype in ((2.0, torch.bfloat16), (1.1, torch.float32)):
+        monkeypatch.setattr(nanochat_backends, "bf16_speedup", lambda device, m=measured: m)
+        assert cpu.compute_dtype() == dtype
+    monkeypatch.setattr(cpu, "has_native_bf16", lambda: False)
+    assert cpu.compute_dtype() == torch.float32

@@ -12,7 +12,7 @@ import shutil
 import sys
 
 from nanochat import hookimpl
-from nanochat.backend import cpu_name, matmul_peak
+from nanochat.backend import bf16_speedup, cpu_name, matmul_peak
 from nanochat.gpus import GPU_SPECS, fp8_peak
 
 # Dense bf16 tensor-core peaks (FLOP/s) by GPU name fragment, most specific first: the core's table,
@@ -56,8 +56,7 @@ class CPUBackend:
             return getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}.get(forced, forced))
         if not self.has_native_bf16():
             return torch.float32
-        fast = matmul_peak("cpu", torch.bfloat16) > 1.2 * matmul_peak("cpu", torch.float32)
-        return torch.bfloat16 if fast else torch.float32
+        return torch.bfloat16 if bf16_speedup("cpu") > 1.2 else torch.float32
 
     def synchronize(self):
         pass
