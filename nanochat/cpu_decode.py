@@ -156,8 +156,9 @@ class CpuDecode:
         block input x0, the norm output h, the backout row, and the queries (f32)."""
         cfg, B = self.model.config, cache.batch_size
         rows = [torch.empty(B, cfg.n_embd, dtype=self.dtype) for _ in range(4)]
-        q = torch.empty(B, cfg.n_head, 1, cfg.head_dim, dtype=torch.float32)
-        return rows + [q]
+        q = torch.empty(B, cfg.n_head, cfg.head_dim, dtype=torch.float32)
+        y = torch.empty(B, cfg.n_head * cfg.head_dim, dtype=self.dtype)
+        return rows + [q, y]
 
     def _fused_step(self, ids, cache, all_keys, all_values, buffers):
         """_step with the element-wise work in the Rust kernels: per layer four calls around the
@@ -169,8 +170,8 @@ class CpuDecode:
         if pos + 1 > self.cos.size(0):
             raise ValueError(f"position {pos + 1} is past the rotary table ({self.cos.size(0)})")
         H, Hkv, D, n = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_embd
-        x, x0, h, x_mid, q = buffers
-        xp, x0p, hp, midp, qp = (t.data_ptr() for t in buffers)
+        x, x0, h, x_mid, q, y = buffers
+        xp, x0p, hp, midp, qp, yp = (t.data_ptr() for t in buffers)
         ids = ids.reshape(B).contiguous()
         cos, sin = self.cos[pos].data_ptr(), self.sin[pos].data_ptr()
 
@@ -190,9 +191,14 @@ class CpuDecode:
                        cache.max_len, pos, ids.data_ptr(), 0 if ve_table is None else ve_table.data_ptr(),
                        0 if ve_gate is None else ve_gate.data_ptr(), hp, n, VE_GATE_CHANNELS)
             start = max(0, pos - window)
-            y = F.scaled_dot_product_attention(q, all_keys[i][:, :, start:pos + 1], all_values[i][:, :, start:pos + 1],
-                                               scale=scale, enable_gqa=H != Hkv)
-            attended = proj_mm(y.reshape(B, H * D).to(self.dtype))  # a name holds every tensor a kernel reads
+            if B == 1:  # one row: the kernel beats SDPA's per-call cost; more rows: SDPA's wider vectors win
+                k.attend(B, H, Hkv, D, qp, cache.k[i].data_ptr(), cache.v[i].data_ptr(), cache.max_len, start, pos,
+                         scale, yp)
+                attended = proj_mm(y)
+            else:
+                ys = F.scaled_dot_product_attention(q.unsqueeze(2), all_keys[i][:, :, start:pos + 1],
+                                                    all_values[i][:, :, start:pos + 1], scale=scale, enable_gqa=H != Hkv)
+                attended = proj_mm(ys.reshape(B, H * D).to(self.dtype))  # a name holds every tensor a kernel reads
             k.add_norm(B, n, xp, attended.data_ptr(), hp)
             u = fc_mm(h)
             k.relu_square(u.numel(), u.data_ptr())

@@ -45,6 +45,10 @@ class DecodeKernels:
                                       v_cache, max_len, pos, ids, ve_table, gate_w, h, h_width, gate_channels),
                "qkv_post")
 
+    def attend(self, rows, heads, kv_heads, head_dim, q, k_cache, v_cache, max_len, start, end, scale, y):
+        _check(self.lib.ndec_attend(self.code, rows, heads, kv_heads, head_dim, q, k_cache, v_cache, max_len, start,
+                                    end, scale, y), "attend")
+
     def add_norm(self, rows, width, x, add, h):
         _check(self.lib.ndec_add_norm(self.code, rows, width, x, add, h, EPS), "add_norm")
 

@@ -242,6 +242,70 @@ unsafe fn qkv_post<T: Act>(
     }
 }
 
+/// a . b over n f32 values, in 8 lanes (so the compiler can vectorize the sum).
+#[inline(always)]
+unsafe fn dot(a: *const f32, b: *const f32, n: usize) -> f32 {
+    let mut lanes = [0f32; 8];
+    for i in 0..n {
+        lanes[i % 8] += a.add(i).read() * b.add(i).read();
+    }
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+}
+
+/// Attention of one query per head over positions start..=end of this layer's f32 cache (rows x
+/// max_len x kv_heads x head_dim), softmax in f32: y = softmax(scale q.k) v, written in the
+/// activation type as rows x heads x head_dim (what the output projection reads). Query head i reads
+/// kv head i / (heads / kv_heads).
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend<T: Act>(
+    rows: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    q: usize,
+    k_cache: usize,
+    v_cache: usize,
+    max_len: usize,
+    start: usize,
+    end: usize,
+    scale: f32,
+    y: usize,
+) {
+    let (q, k_cache, v_cache, y) = (q as *const f32, k_cache as *const f32, v_cache as *const f32, y as *mut T);
+    let d = head_dim;
+    let stride = kv_heads * d; // from one position to the next
+    let mut weights = vec![0f32; end + 1 - start];
+    let mut acc = vec![0f32; d];
+    for r in 0..rows {
+        for head in 0..heads {
+            let j = head / (heads / kv_heads);
+            let query = q.add((r * heads + head) * d);
+            let base = (r * max_len * kv_heads + j) * d;
+            let mut max = f32::NEG_INFINITY;
+            for (t, w) in weights.iter_mut().enumerate() {
+                *w = scale * dot(query, k_cache.add(base + (start + t) * stride), d);
+                max = max.max(*w);
+            }
+            let mut total = 0f32;
+            for w in weights.iter_mut() {
+                *w = (*w - max).exp();
+                total += *w;
+            }
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            for (t, w) in weights.iter().enumerate() {
+                let value = v_cache.add(base + (start + t) * stride);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a += w * value.add(i).read();
+                }
+            }
+            let out = y.add((r * heads + head) * d);
+            for (i, a) in acc.iter().enumerate() {
+                st(out, i, a / total);
+            }
+        }
+    }
+}
+
 /// x = x + add; h = rms_norm(x), per row of `width`.
 unsafe fn add_norm<T: Act>(rows: usize, width: usize, x: usize, add: usize, h: usize, eps: f32) {
     let (x, add, h) = (x as *mut T, add as *const T, h as *mut T);
@@ -379,6 +443,34 @@ pub unsafe extern "C" fn ndec_qkv_post(
             gate_channels
         )
     )
+}
+
+/// See `attend`.
+///
+/// # Safety
+/// `q`: rows x heads x head_dim f32; the caches as documented on `attend`, `start <= end < max_len`;
+/// `y`: rows x heads x head_dim values of the activation type.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn ndec_attend(
+    dtype: u32,
+    rows: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    q: usize,
+    k_cache: usize,
+    v_cache: usize,
+    max_len: usize,
+    start: usize,
+    end: usize,
+    scale: f32,
+    y: usize,
+) -> i64 {
+    if start > end || end >= max_len || kv_heads == 0 || heads / kv_heads * kv_heads != heads {
+        return crate::ERR_ARGS;
+    }
+    by_dtype!(dtype, attend(rows, heads, kv_heads, head_dim, q, k_cache, v_cache, max_len, start, end, scale, y))
 }
 
 /// See `add_norm`.
