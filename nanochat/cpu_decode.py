@@ -26,7 +26,8 @@ Rows are 2-D (B, width) throughout, so no op carries the length-1 time axis.
 The fused step (the default where the Rust library is built) goes further: the element-wise work
 between the matmuls runs in Rust kernels (rustbpe/src/decode.rs, through nanochat/decode_kernels.py),
 four calls a layer and one each for the embedding and the head's norm, on buffers made once per
-generation, instead of a few dozen torch ops a layer. The kernels round where the torch ops round,
+generation, instead of a few dozen torch ops a layer. At batch 1 attention runs in a kernel too (one
+query per head: SDPA's per-call cost is most of it); more rows keep SDPA, whose wider vectors win. The kernels round where the torch ops round,
 so the logits differ from the torch path's only by the order of a norm's sums (within one step of
 the compute dtype); fused=False keeps torch ops.
 
