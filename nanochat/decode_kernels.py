@@ -1,6 +1,6 @@
 """The CPU decode step's fused kernels (rustbpe/src/decode.rs), where the Rust library is built.
 
-    kernels = DecodeKernels.load(torch.bfloat16)    # None: no library (or an older build), or a dtype it lacks
+    kernels = DecodeKernels.load(torch.bfloat16)    # None: no library (or one of other kernels), or a dtype it lacks
     kernels.embed_smear(...); kernels.mix_norm(...); kernels.qkv_post(...); kernels.add_norm(...); ...
 
 Each call takes tensors' data pointers (ints, 0 for "none"); sizes and layouts are the caller's
@@ -9,6 +9,7 @@ promise (nanochat/cpu_decode.py makes them). What each kernel computes is docume
 import torch
 
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1}
+KERNELS_VERSION = 1  # decode.rs's KERNELS_VERSION: the signatures below
 EPS = torch.finfo(torch.float32).eps  # F.rms_norm's default eps: float32's, for bf16 inputs too
 
 
@@ -29,7 +30,9 @@ class DecodeKernels:
             from nanochat_rustbpe._native import lib
         except ImportError:
             return None
-        return cls(lib, dtype) if hasattr(lib, "ndec_mix_norm") else None
+        # a library built from other sources: its kernels may take other arguments (./setup.sh rebuilds it)
+        built = lib.ndec_version() if hasattr(lib, "ndec_version") else None
+        return cls(lib, dtype) if built == KERNELS_VERSION else None
 
     def embed_smear(self, rows, width, ids, table, gate_w, channels, smear_lambda, prev, smear, x0):
         _check(self.lib.ndec_embed_smear(self.code, rows, width, ids, table, gate_w, channels, smear_lambda, prev,

@@ -162,6 +162,12 @@ def test_the_rust_kernels_give_the_torch_steps_logits(tok):
 
 def test_without_the_rust_library_the_cpu_step_runs_on_torch_ops(tok, monkeypatch):
     import sys
+    from types import SimpleNamespace
+
+    from nanochat.decode_kernels import DecodeKernels
+    stale = SimpleNamespace(lib=SimpleNamespace(ndec_version=lambda: 0))  # built from older sources
+    monkeypatch.setitem(sys.modules, "nanochat_rustbpe._native", stale)
+    assert DecodeKernels.load(torch.bfloat16) is None
     monkeypatch.setitem(sys.modules, "nanochat_rustbpe._native", None)  # makes the import fail
     cfg = GPTConfig.from_depth(1, vocab_size=tok.vocab_size, sequence_len=64, head_dim=16, aspect_ratio=32)
     m = perturbed_model(cfg, tok)

@@ -14,6 +14,15 @@
 const F32: u32 = 0;
 const BF16: u32 = 1;
 
+/// Bumped whenever a kernel is added or a signature below changes; nanochat/decode_kernels.py checks it
+/// (a library built from older sources is then not used, rather than called with the wrong arguments).
+pub const KERNELS_VERSION: u32 = 1;
+
+#[no_mangle]
+pub extern "C" fn ndec_version() -> u32 {
+    KERNELS_VERSION
+}
+
 trait Act: Copy {
     fn get(self) -> f32;
     fn put(v: f32) -> Self;
