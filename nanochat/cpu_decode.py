@@ -154,7 +154,7 @@ class CpuDecode:
 
     def _buffers(self, cache):
         """The fused step's working rows, made once per generation: the residual stream x, the
-        block input x0, the norm output h, the backout row, and the queries (f32)."""
+        block input x0, the norm output h, the backout row, the queries (f32) and attention's output."""
         cfg, B = self.model.config, cache.batch_size
         rows = [torch.empty(B, cfg.n_embd, dtype=self.dtype) for _ in range(4)]
         q = torch.empty(B, cfg.n_head, cfg.head_dim, dtype=torch.float32)
@@ -162,8 +162,8 @@ class CpuDecode:
         return rows + [q, y]
 
     def _fused_step(self, ids, cache, all_keys, all_values, buffers):
-        """_step with the element-wise work in the Rust kernels: per layer four calls around the
-        four matmuls and attention, each on these buffers' pointers."""
+        """_step with the element-wise work in the Rust kernels: per layer four calls (five at batch 1,
+        with attention) around the four matmuls, on these buffers' pointers."""
         m, cfg, k = self.model, self.model.config, self.kernels
         B, pos = ids.size(0), cache.pos
         if pos + 1 > cache.max_len:
@@ -171,7 +171,7 @@ class CpuDecode:
         if pos + 1 > self.cos.size(0):
             raise ValueError(f"position {pos + 1} is past the rotary table ({self.cos.size(0)})")
         H, Hkv, D, n = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_embd
-        x, x0, h, x_mid, q, y = buffers
+        h, q, y = buffers[2], buffers[4], buffers[5]  # the ones torch reads too
         xp, x0p, hp, midp, qp, yp = (t.data_ptr() for t in buffers)
         ids = ids.reshape(B).contiguous()
         cos, sin = self.cos[pos].data_ptr(), self.sin[pos].data_ptr()
