@@ -184,6 +184,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--reference", metavar="PATH", help="a checkout of the reference nanochat: time its training "
                                                         "step beside ours, in turns")
     args = ap.parse_args(argv)
+    if args.reference and args.fp8:
+        raise SystemExit("--reference builds the reference in the compute dtype, not fp8; drop --fp8 to compare")
     shape = dict(depth=4, head_dim=128, seq_len=512, batch=8, vocab_size=8192, window_pattern="L")
     if args.preset:
         shape.update(preset_shape(args.preset))
