@@ -8,6 +8,7 @@ checkout first on sys.path and then moved out of sys.modules, and ours put back:
 modules keep their own globals, and every later `import nanochat` gets ours. Benchmarks use this to
 time both in one process, the only fair comparison on a machine whose speed moves.
 """
+import contextlib
 import importlib
 import os
 import sys
@@ -36,6 +37,7 @@ def load_reference(path, dtype):
         engine = importlib.import_module("nanochat.engine")
     finally:
         sys.path.remove(str(path))
+        theirs = {n: m for n, m in sys.modules.items() if n == "nanochat" or n.startswith("nanochat.")}
         for name in [n for n in sys.modules if n == "nanochat" or n.startswith("nanochat.")]:
             del sys.modules[name]
         sys.modules.update(ours)
@@ -44,4 +46,20 @@ def load_reference(path, dtype):
         else:
             os.environ["NANOCHAT_DTYPE"] = previous_dtype
     return SimpleNamespace(GPT=gpt.GPT, GPTConfig=gpt.GPTConfig, Engine=engine.Engine, KVCache=engine.KVCache,
-                           path=str(path))
+                           path=str(path), modules=theirs)
+
+
+@contextlib.contextmanager
+def reference_modules(ref):
+    """The reference's `nanochat` modules in sys.modules for a while: torch.compile looks a traced function's
+    module globals up by name there, and must find the reference's while it compiles or runs the reference."""
+    ours = {n: m for n, m in sys.modules.items() if n == "nanochat" or n.startswith("nanochat.")}
+    for name in ours:
+        del sys.modules[name]
+    sys.modules.update(ref.modules)
+    try:
+        yield
+    finally:
+        for name in ref.modules:
+            sys.modules.pop(name, None)
+        sys.modules.update(ours)

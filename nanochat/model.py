@@ -213,8 +213,9 @@ def _blocks(T, window):
 class _BlockedAttention(torch.autograd.Function):
     """CPU attention over a whole sequence, one block of ATTN_BLOCK queries at a time.
 
-    Each block only meets the keys it can see, which skips the masked half of causal attention
-    (and whatever lies outside a short window); the CPU flash kernel does not at these lengths.
+    For a sliding window shorter than the sequence (plain causal goes to SDPA's flash kernel): each
+    block only meets the keys inside its window, forward and backward, where SDPA would need an
+    explicit mask and compute every block.
     Numerics as in flash attention: scores and softmax in fp32, the probabilities and the
     backward's matmuls in the compute dtype. q: (B, Hkv, G, T, D), k and v: (B, Hkv, 1, T, D).
     """
@@ -260,14 +261,16 @@ def _blocked_attention(q, k, v, window, scale):
 def attention(q, k, v, window, scale):
     Tq, Tk = q.size(2), k.size(2)
     gqa = q.size(1) != k.size(1)
+    if Tq == Tk and window >= Tk - 1:
+        # plain causal: SDPA's flash kernel skips the masked blocks forward and backward, on CPU too, and
+        # measured faster than the blocked path below (benchmarks/train.py --reference, docs/model.md)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     if Tq == Tk and q.device.type == "cpu" and ATTN_BLOCK < Tq <= ATTN_BLOCKED_MAX_LEN:
         return _blocked_attention(q, k, v, window, scale)
     if Tq == 1:
         # decoding one token: keep the last window+1 keys, no mask needed
         start = max(0, Tk - 1 - window)
         return F.scaled_dot_product_attention(q, k[:, :, start:], v[:, :, start:], scale=scale, enable_gqa=gqa)
-    if Tq == Tk and window >= Tk - 1:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     if Tq == Tk and q.is_cuda and torch.compiler.is_compiling():
         return _sliding_window_flex(q, k, v, window, scale)
     # a window shorter than the sequence (CPU, or CUDA uncompiled), or a chunk appended to a KV

@@ -122,6 +122,29 @@ def test_polar_express_is_nearly_orthogonal(shape):
         assert s.min() > 0.7 and s.max() < 1.2, (dtype, s.min(), s.max())
 
 
+def plain_polar_express(G, coeffs):
+    """The iteration as the paper writes it, one matrix at a time in float64: X <- aX + b(XX^T)X + c(XX^T)^2 X."""
+    X = G.double() / (G.double().norm() * 1.01 + 1e-6)
+    for a, b, c in coeffs:
+        A = X @ X.T
+        X = a * X + b * A @ X + c * A @ A @ X
+    return X
+
+
+@pytest.mark.parametrize("shape", [(3, 48, 48), (2, 96, 32), (2, 32, 96)])  # square, tall, wide
+def test_polar_express_matches_the_plain_iteration(shape):
+    """The stacked, Gram-side, fused-multiply-add form the optimizer runs (in fp32, and in bf16 as a bf16 model
+    runs it) gives what the plain per-matrix iteration gives: a guard for any faster rewrite of it."""
+    from nanochat_optimizers.optim import POLAR_EXPRESS_COEFFS
+    torch.manual_seed(0)
+    G = torch.randn(shape)
+    want = torch.stack([plain_polar_express(g, POLAR_EXPRESS_COEFFS) for g in G])
+    for dtype, tolerance in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2)):
+        got = polar_express(G.to(dtype)).double()
+        error = ((got - want).norm(dim=(-2, -1)) / want.norm(dim=(-2, -1))).max().item()
+        assert error < tolerance, (dtype, error)
+
+
 def test_adamw_group_matches_torch_adamw():
     torch.manual_seed(0)
     a = torch.nn.Parameter(torch.randn(64, 16))
