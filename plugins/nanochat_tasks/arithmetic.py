@@ -116,12 +116,12 @@ OPERATORS = [("+", ["+"], ["plus"], ["加"]), ("-", ["-"], ["minus"], ["减", "�
              ("*", ["*", "×", "x"], ["times", "multiplied by"], ["乘", "乘以"]),
              ("/", ["/", "÷"], ["divided by"], ["除以"])]
 # {sp} is the space people leave around the operator (or none); the reply keeps it (see bare()).
-BARE_EN = ["What is {a}{sp}{op}{sp}{b}?", "{a}{sp}{op}{sp}{b}=?", "{a}{sp}{op}{sp}{b} = ?", "Calculate {a}{sp}{op}{sp}{b}.",
-           "Compute {a}{sp}{op}{sp}{b}", "How much is {a}{sp}{op}{sp}{b}?", "{a}{sp}{op}{sp}{b}",
-           "What's {a} {word} {b}?", "What is {a} {word} {b}?"]
-BARE_ZH = ["计算 {a}{sp}{op}{sp}{b}", "计算{a}{sp}{op}{sp}{b}", "{a}{sp}{op}{sp}{b}=？", "{a}{sp}{op}{sp}{b}等于多少？",
-           "{a}{sp}{op}{sp}{b}等于几？", "算一下{a}{sp}{op}{sp}{b}", "请计算{a}{sp}{op}{sp}{b}。", "{a}{sp}{op}{sp}{b}",
-           "{a}{word}{b}等于多少？", "{a}{word}{b}是多少？"]
+BARE_EN = ["What is {a}{sp}{op}{sp}{b}?", "{a}{sp}{op}{sp}{b}=?", "{a}{sp}{op}{sp}{b} = ?",
+           "Calculate {a}{sp}{op}{sp}{b}.", "Compute {a}{sp}{op}{sp}{b}", "How much is {a}{sp}{op}{sp}{b}?",
+           "{a}{sp}{op}{sp}{b}", "What's {a} {word} {b}?", "What is {a} {word} {b}?"]
+BARE_ZH = ["计算 {a}{sp}{op}{sp}{b}", "计算{a}{sp}{op}{sp}{b}", "{a}{sp}{op}{sp}{b}=？",
+           "{a}{sp}{op}{sp}{b}等于多少？", "{a}{sp}{op}{sp}{b}等于几？", "算一下{a}{sp}{op}{sp}{b}",
+           "请计算{a}{sp}{op}{sp}{b}。", "{a}{sp}{op}{sp}{b}", "{a}{word}{b}等于多少？", "{a}{word}{b}是多少？"]
 BARE_SHARE = 0.4  # of all problems; half of the bare ones are Chinese
 BARE_ZH_SHARE = 0.5
 
