@@ -3,8 +3,8 @@
 A stand-in for GSM8K that needs no download: the same answer shape (text, then a `python` part with
 the expression and a `python_output` part with what the calculator returns, the result repeated in
 words, and `#### N` at the end), so a tiny model can learn tool use offline, and RL has a reward.
-One problem in five is a bare calculation as people type it ("What is 123 + 456?", "123+456=?",
-"计算 37*21"), answered through the calculator the same way ("123+456 = 579.").
+Two problems in five are a bare calculation as people type it ("What is 123 + 456?", "123+456=?",
+"计算 37*21", half of them in Chinese), answered through the calculator the same way ("123 + 456 = 579.").
 Every problem is generated from its split and index alone; all answers are whole numbers.
 """
 import random
@@ -115,11 +115,15 @@ def chairs(rng, zh, who):
 OPERATORS = [("+", ["+"], ["plus"], ["加"]), ("-", ["-"], ["minus"], ["减", "减去"]),
              ("*", ["*", "×", "x"], ["times", "multiplied by"], ["乘", "乘以"]),
              ("/", ["/", "÷"], ["divided by"], ["除以"])]
-BARE_EN = ["What is {a} {op} {b}?", "What is {a}{op}{b}?", "{a}{op}{b}=?", "{a} {op} {b} = ?", "Calculate {a} {op} {b}.",
-           "What's {a} {word} {b}?", "What is {a} {word} {b}?", "Compute {a}{op}{b}"]
-BARE_ZH = ["计算 {a}{op}{b}", "{a}{op}{b}=？", "{a}{op}{b}等于多少？", "{a}{word}{b}等于多少？", "算一下{a}{op}{b}",
-           "{a}{word}{b}是多少？"]
-BARE_SHARE = 0.2
+# {sp} is the space people leave around the operator (or none); the reply keeps it (see bare()).
+BARE_EN = ["What is {a}{sp}{op}{sp}{b}?", "{a}{sp}{op}{sp}{b}=?", "{a}{sp}{op}{sp}{b} = ?",
+           "Calculate {a}{sp}{op}{sp}{b}.", "Compute {a}{sp}{op}{sp}{b}", "How much is {a}{sp}{op}{sp}{b}?",
+           "{a}{sp}{op}{sp}{b}", "What's {a} {word} {b}?", "What is {a} {word} {b}?"]
+BARE_ZH = ["计算 {a}{sp}{op}{sp}{b}", "计算{a}{sp}{op}{sp}{b}", "{a}{sp}{op}{sp}{b}=？",
+           "{a}{sp}{op}{sp}{b}等于多少？", "{a}{sp}{op}{sp}{b}等于几？", "算一下{a}{sp}{op}{sp}{b}",
+           "请计算{a}{sp}{op}{sp}{b}。", "{a}{sp}{op}{sp}{b}", "{a}{word}{b}等于多少？", "{a}{word}{b}是多少？"]
+BARE_SHARE = 0.4  # of all problems; half of the bare ones are Chinese
+BARE_ZH_SHARE = 0.5
 
 
 def number(rng) -> int:
@@ -137,8 +141,11 @@ def bare(rng, zh, who):
         a = b * rng.randint(2, 999)
     value = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
     template = rng.choice(BARE_ZH if zh else BARE_EN)
-    question = template.format(a=a, b=b, op=rng.choice(typed), word=rng.choice(words_zh if zh else words_en))
-    return question, [(f"{a}{op}{b} = ", f"{a}{op}{b}", "。" if zh else ".")], value
+    sp = ("" if zh else " ") if "{word}" in template else rng.choice(["", " "])  # "8 plus 94", "8加94"
+    question = template.format(a=a, b=b, op=rng.choice(typed), sp=sp, word=rng.choice(words_zh if zh else words_en))
+    # the expression is spaced as the question was, so the reply copies the operands token for token
+    expr = f"{a}{sp}{op}{sp}{b}"
+    return question, [(f"{expr} = ", expr, "。" if zh else ".")], value
 
 
 WORD_PROBLEMS = [boxes, buy_and_give, share, change, distance, savings, reading, chairs]
@@ -163,6 +170,8 @@ class StarterArithmetic(Task):
         rng = random.Random(f"starter-arithmetic-{split}-{index}")
         zh = rng.random() < 0.3
         problem = bare if rng.random() < BARE_SHARE else rng.choice(WORD_PROBLEMS)
+        if problem is bare:
+            zh = rng.random() < BARE_ZH_SHARE
         question, steps, answer = problem(rng, zh, rng.choice(NAMES_ZH if zh else NAMES_EN))
         parts = []
         for before, expr, after in steps:
