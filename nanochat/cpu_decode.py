@@ -27,9 +27,9 @@ The fused step (the default where the Rust library is built) goes further: the e
 between the matmuls runs in Rust kernels (rustbpe/src/decode.rs, through nanochat/decode_kernels.py),
 four calls a layer and one each for the embedding and the head's norm, on buffers made once per
 generation, instead of a few dozen torch ops a layer. At batch 1 attention runs in a kernel too (one
-query per head: SDPA's per-call cost is most of it); more rows keep SDPA, whose wider vectors win. The kernels round where the torch ops round,
-so the logits differ from the torch path's only by the order of a norm's sums (within one step of
-the compute dtype); fused=False keeps torch ops.
+query per head: SDPA's per-call cost is most of it); more rows keep SDPA, whose wider vectors win.
+The kernels round where the torch ops round, so the logits differ from the torch path's only by the
+order of sums (within a step or two of the compute dtype); fused=False keeps torch ops.
 
 CPU only: on a GPU the step is bound by kernel launches and memory, and GPT.forward (or the
 compiled step, nanochat/compiled_decode.py) is the one to use; Engine picks this class only for a
@@ -67,8 +67,8 @@ class CpuDecode:
         values = [cache.v[i].transpose(1, 2) for i in range(cache.n_layer)]
         if self.kernels is not None and self.tables_fit_kernels and cache.k.dtype == torch.float32 \
                 and cache.k.is_contiguous() and cache.prev_embedding.is_contiguous():
-            buffers = self._buffers(cache)
-            return lambda ids: self._fused_step(ids, cache, keys, values, buffers)
+            buffers, pointers = self._buffers(cache), self._cache_pointers(cache)
+            return lambda ids: self._fused_step(ids, cache, keys, values, buffers, pointers)
         return lambda ids: self._step(ids, cache, keys, values)
 
     def _prepare_weights(self):
@@ -104,14 +104,19 @@ class CpuDecode:
         self.tables_fit_kernels = all(t.dtype == torch.float32 and t.is_contiguous() for t in tables) \
             and self.cos.is_contiguous() and self.sin.is_contiguous()
 
-    def _step(self, ids, cache, all_keys, all_values):
-        """Raw logits (B, vocab) of the next token of every row; the cache advances by one."""
-        m, cfg = self.model, self.model.config
-        B, pos = ids.size(0), cache.pos
+    def _check_room(self, cache):
+        """One more position must fit the cache and the rotary table."""
+        pos = cache.pos
         if pos + 1 > cache.max_len:
             raise ValueError(f"KV cache full: {pos} + 1 tokens > max_len {cache.max_len}; allocate a longer cache")
         if pos + 1 > self.cos.size(0):
             raise ValueError(f"position {pos + 1} is past the rotary table ({self.cos.size(0)})")
+
+    def _step(self, ids, cache, all_keys, all_values):
+        """Raw logits (B, vocab) of the next token of every row; the cache advances by one."""
+        m, cfg = self.model, self.model.config
+        B, pos = ids.size(0), cache.pos
+        self._check_room(cache)
         H, Hkv, D = cfg.n_head, cfg.n_kv_head, cfg.head_dim
         half, gqa = D // 2, H != Hkv
         cos, sin = self.cos[pos], self.sin[pos]
@@ -161,15 +166,17 @@ class CpuDecode:
         y = torch.empty(B, cfg.n_head * cfg.head_dim, dtype=self.dtype)
         return rows + [q, y]
 
-    def _fused_step(self, ids, cache, all_keys, all_values, buffers):
+    @staticmethod
+    def _cache_pointers(cache):
+        """Each layer's (keys, values) addresses in the cache: fixed for the generation."""
+        return [(cache.k[i].data_ptr(), cache.v[i].data_ptr()) for i in range(cache.n_layer)]
+
+    def _fused_step(self, ids, cache, all_keys, all_values, buffers, cache_pointers):
         """_step with the element-wise work in the Rust kernels: per layer four calls (five at batch 1,
         with attention) around the four matmuls, on these buffers' pointers."""
         m, cfg, k = self.model, self.model.config, self.kernels
         B, pos = ids.size(0), cache.pos
-        if pos + 1 > cache.max_len:
-            raise ValueError(f"KV cache full: {pos} + 1 tokens > max_len {cache.max_len}; allocate a longer cache")
-        if pos + 1 > self.cos.size(0):
-            raise ValueError(f"position {pos + 1} is past the rotary table ({self.cos.size(0)})")
+        self._check_room(cache)
         H, Hkv, D, n = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_embd
         h, q, y = buffers[2], buffers[4], buffers[5]  # the ones torch reads too
         xp, x0p, hp, midp, qp, yp = (t.data_ptr() for t in buffers)
@@ -179,26 +186,26 @@ class CpuDecode:
         prev = cache.prev_embedding
         k.embed_smear(B, n, ids.data_ptr(), self.wte.data_ptr(), self.smear_gate.data_ptr(), SMEAR_CHANNELS,
                       self.smear_lambda, prev.data_ptr(), pos > 0, x0p)  # the token, smeared with the previous one
-        src, add, add_rows = x0p, 0, None
-        for i, (qkv_mm, proj_mm, fc_mm, fc_proj_mm, ve_table, ve_gate, resid, x0_mix, window, scale) \
-                in enumerate(self.layers):
+        src, add = x0p, 0
+        for i, ((qkv_mm, proj_mm, fc_mm, fc_proj_mm, ve_table, ve_gate, resid, x0_mix, window, scale),
+                (kp, vp)) in enumerate(zip(self.layers, cache_pointers)):
             # the previous block's MLP output joins x (kept as the backout row after its layer),
             # then x = resid * x + x0_mix * x0, h = norm(x)
             keep = midp if i - 1 == m.backout_layer else 0
             k.mix_norm(B, n, src, add, keep, x0p, resid, x0_mix, xp, hp)
             src = xp
             qkv = qkv_mm(h)
-            k.qkv_post(B, H, Hkv, D, qkv.data_ptr(), cos, sin, qp, cache.k[i].data_ptr(), cache.v[i].data_ptr(),
-                       cache.max_len, pos, ids.data_ptr(), 0 if ve_table is None else ve_table.data_ptr(),
-                       0 if ve_gate is None else ve_gate.data_ptr(), hp, n, VE_GATE_CHANNELS)
+            k.qkv_post(B, H, Hkv, D, qkv.data_ptr(), cos, sin, qp, kp, vp, cache.max_len, pos, ids.data_ptr(),
+                       0 if ve_table is None else ve_table.data_ptr(), 0 if ve_gate is None else ve_gate.data_ptr(),
+                       hp, n, VE_GATE_CHANNELS)
             start = max(0, pos - window)
             if B == 1:  # one row: the kernel beats SDPA's per-call cost; more rows: SDPA's wider vectors win
-                k.attend(B, H, Hkv, D, qp, cache.k[i].data_ptr(), cache.v[i].data_ptr(), cache.max_len, start, pos,
-                         scale, yp)
+                k.attend(B, H, Hkv, D, qp, kp, vp, cache.max_len, start, pos, scale, yp)
                 attended = proj_mm(y)
             else:
-                ys = F.scaled_dot_product_attention(q.unsqueeze(2), all_keys[i][:, :, start:pos + 1],
-                                                    all_values[i][:, :, start:pos + 1], scale=scale, enable_gqa=H != Hkv)
+                window_keys, window_values = all_keys[i][:, :, start:pos + 1], all_values[i][:, :, start:pos + 1]
+                ys = F.scaled_dot_product_attention(q.unsqueeze(2), window_keys, window_values, scale=scale,
+                                                    enable_gqa=H != Hkv)
                 attended = proj_mm(ys.reshape(B, H * D).to(self.dtype))  # a name holds every tensor a kernel reads
             k.add_norm(B, n, xp, attended.data_ptr(), hp)
             u = fc_mm(h)
