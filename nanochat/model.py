@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from nanochat import cpu_loss
 from nanochat.fp8 import fp8_linear
 from nanochat.repeatable_embedding import RepeatableEmbedding
 
@@ -419,6 +420,21 @@ def cross_entropy_rows(logits, targets, vocab_size):
     return torch.where(targets >= 0, lse - target_logit, 0.0), lse
 
 
+def softcap_xent_rows(logits, targets, vocab_size, padding):
+    """(loss per row, d loss / d logits in the logits' dtype, zero in the padded columns)."""
+    loss, lse = cross_entropy_rows(logits, targets, vocab_size)
+    # d loss / d logits = (softmax - onehot) * d softcap / dx.
+    # The softmax part for every column, then the target column overwritten with its own
+    # value: cheaper than comparing every column with the target (int64 vectors on CPUs).
+    valid = (targets >= 0).unsqueeze(1)
+    target = targets.clamp_min(0).unsqueeze(1)
+    z = softcap(logits[:, :vocab_size].float())
+    dlogits = (torch.exp(z - lse.unsqueeze(1)) * valid * softcap_slope(z)).to(logits.dtype)
+    zt = z.gather(1, target)
+    dtarget = ((torch.exp(zt - lse.unsqueeze(1)) - 1) * valid * softcap_slope(zt)).to(logits.dtype)
+    return loss, F.pad(dlogits.scatter(1, target, dtarget), padding)  # padded columns: no gradient
+
+
 class HeadLoss(torch.autograd.Function):
     """Training loss, summed over rows: lm_head matmul, softcap and cross entropy together.
 
@@ -437,18 +453,11 @@ class HeadLoss(torch.autograd.Function):
         for s in range(0, x.size(0), chunk):
             xc, tc = x[s:s + chunk], targets[s:s + chunk]
             logits = xc @ w.t()
-            loss, lse = cross_entropy_rows(logits, tc, vocab_size)
+            if cpu_loss.available(logits):  # the same, one pass in Rust (nanochat/cpu_loss.py)
+                loss, dlogits = cpu_loss.softcap_xent(logits, tc, vocab_size, SOFTCAP)
+            else:
+                loss, dlogits = softcap_xent_rows(logits, tc, vocab_size, padding)
             total = total + loss.sum()
-            # d loss / d logits = (softmax - onehot) * d softcap / dx.
-            # The softmax part for every column, then the target column overwritten with its own
-            # value: cheaper than comparing every column with the target (int64 vectors on CPUs).
-            valid = (tc >= 0).unsqueeze(1)
-            target = tc.clamp_min(0).unsqueeze(1)
-            z = softcap(logits[:, :vocab_size].float())
-            dlogits = (torch.exp(z - lse.unsqueeze(1)) * valid * softcap_slope(z)).to(x.dtype)
-            zt = z.gather(1, target)
-            dtarget = ((torch.exp(zt - lse.unsqueeze(1)) - 1) * valid * softcap_slope(zt)).to(x.dtype)
-            dlogits = F.pad(dlogits.scatter(1, target, dtarget), padding)  # padded columns: no gradient
             dx[s:s + chunk] = dlogits @ w
             dw += (dlogits.t() @ xc).float()
         ctx.save_for_backward(dx, dw)

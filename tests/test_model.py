@@ -128,10 +128,15 @@ def test_forward_shapes_and_vocab_padding():
     assert torch.allclose(per_token.mean(), loss, atol=1e-6)
 
 
+@pytest.mark.parametrize("rust_kernel", [True, False])
 @pytest.mark.parametrize("rows_per_chunk", [5, 10_000])
-def test_loss_matches_textbook_softcap_cross_entropy(monkeypatch, rows_per_chunk):
-    """The fused training loss (chunks of rows, gradient in the forward) against the plain formula."""
+def test_loss_matches_textbook_softcap_cross_entropy(monkeypatch, rows_per_chunk, rust_kernel):
+    """The fused training loss (chunks of rows, gradient in the forward) against the plain formula,
+    with each chunk's softcapped cross entropy in the Rust kernel (nanochat/cpu_loss.py) or torch ops."""
     import nanochat.model as model_module
+    from nanochat import cpu_loss
+    assert cpu_loss.BUILT, "the Rust loss kernel is not built: ./setup.sh (or pip install ./rustbpe)"
+    monkeypatch.setattr(cpu_loss, "BUILT", rust_kernel)
     monkeypatch.setitem(model_module.LOSS_CHUNK_ELEMENTS, True, rows_per_chunk * 128)
     model = build(tiny())
     randomize(model)
@@ -159,6 +164,49 @@ def test_loss_matches_textbook_softcap_cross_entropy(monkeypatch, rows_per_chunk
     assert torch.allclose(per_token.sum() / 27, loss, atol=1e-5)
     with torch.no_grad():
         assert torch.allclose(model(idx, targets, reduction="sum"), per_token.sum(), atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rust_loss_kernel_agrees_with_torch_ops(dtype):
+    """Loss and gradient of padded logits rows, ignored rows and a vocabulary past the 16-lane blocks,
+    on torch's OpenMP threads (the way training calls it) and on threads of the kernel's own."""
+    from nanochat import cpu_loss
+    from nanochat.model import softcap_xent_rows
+    torch.set_num_threads(2)  # rows split in two runs (the fixture puts one thread back)
+    torch.manual_seed(0)
+    logits = (torch.randn(37, 1040) * 8).to(dtype)
+    targets = torch.randint(0, 1003, (37,))
+    targets[::5] = -1
+    want_loss, want_grad = softcap_xent_rows(logits, targets, 1003, (0, 37))
+    for pool in (cpu_loss.OPENMP_PARALLEL, 0):
+        old, cpu_loss.OPENMP_PARALLEL = cpu_loss.OPENMP_PARALLEL, pool
+        try:
+            loss, grad = cpu_loss.softcap_xent(logits, targets, 1003, 15.0)
+        finally:
+            cpu_loss.OPENMP_PARALLEL = old
+        assert grad.dtype == dtype and (grad[:, 1003:] == 0).all() and (loss[::5] == 0).all()
+        assert (grad[::5] == 0).all()
+        assert torch.allclose(loss, want_loss, atol=1e-5)
+        # bf16: the two round the same f32 values to bf16 after different f32 arithmetic (one ulp apart)
+        assert torch.allclose(grad.float(), want_grad.float(), atol=1e-6 if dtype == torch.float32 else 4e-3)
+
+
+def test_rust_loss_kernel_refuses_a_target_outside_the_vocabulary():
+    from nanochat import cpu_loss
+    with pytest.raises(ValueError, match="target 1003 is not below vocab_size 1003"):
+        cpu_loss.softcap_xent(torch.zeros(2, 1024), torch.tensor([3, 1003]), 1003, 15.0)
+
+
+def test_a_library_without_the_loss_kernel_is_not_used(monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    from nanochat import cpu_loss
+    stale = SimpleNamespace(lib=SimpleNamespace(ndec_version=lambda: 1))  # built before the kernel existed
+    monkeypatch.setitem(sys.modules, "nanochat_rustbpe._native", stale)
+    assert cpu_loss._load() is None
+    monkeypatch.setitem(sys.modules, "nanochat_rustbpe._native", None)  # makes the import fail
+    assert cpu_loss._load() is None
 
 
 def test_all_masked_batch_has_zero_loss():

@@ -11,8 +11,8 @@
 //! KV cache and the queries are f32. Pointers arrive as integers (Python's `tensor.data_ptr()`);
 //! the caller guarantees sizes and layouts (contiguous rows), as documented on each function.
 
-const F32: u32 = 0;
-const BF16: u32 = 1;
+pub(crate) const F32: u32 = 0;
+pub(crate) const BF16: u32 = 1;
 
 /// Bumped whenever a kernel is added or a signature below changes; nanochat/decode_kernels.py checks it
 /// (a library built from older sources is then not used, rather than called with the wrong arguments).
@@ -23,7 +23,7 @@ pub extern "C" fn ndec_version() -> u32 {
     KERNELS_VERSION
 }
 
-trait Act: Copy {
+pub(crate) trait Act: Copy {
     fn get(self) -> f32;
     fn put(v: f32) -> Self;
 }
@@ -40,7 +40,7 @@ impl Act for f32 {
 }
 
 #[derive(Clone, Copy)]
-struct Bf16(u16);
+pub(crate) struct Bf16(u16);
 
 impl Act for Bf16 {
     #[inline(always)]
@@ -50,10 +50,10 @@ impl Act for Bf16 {
     #[inline(always)]
     fn put(v: f32) -> Self {
         let b = v.to_bits();
-        if v.is_nan() {
-            return Bf16(((b >> 16) | 0x40) as u16); // a quiet NaN, as torch makes
-        }
-        Bf16(((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16) // round to nearest, ties to even
+        let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16; // round to nearest, ties to even
+        let quiet_nan = (b >> 16) | 0x40; // as torch makes
+        // both computed, one selected: no branch, so loops over values vectorize
+        Bf16((if v.is_nan() { quiet_nan } else { rounded }) as u16)
     }
 }
 

@@ -19,6 +19,7 @@
 
 pub mod count;
 pub mod decode;
+pub mod loss;
 pub mod merge;
 pub mod scan;
 mod unicode_tables;
