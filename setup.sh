@@ -50,14 +50,14 @@ installed="$(cat "$stamp" 2>/dev/null || true)"
 if [ "$installed" != "$sig" ] && [ "$installed" != "$sig[test]" ] || ! "$VPY" -c 'import nanochat' 2>/dev/null; then
   pip_install -e ".$extras"
   echo "setup: installed nanochat (editable)${extras:+ with test tools}"
-  # The Rust library (BPE trainer, CPU decode kernels); without a Rust toolchain nanochat falls back to
+  # The Rust library (BPE trainer, CPU decode and training-loss kernels); without a Rust toolchain nanochat falls back to
   # the slow Python trainer and decodes with torch ops.
   [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
   if [ -f rustbpe/Cargo.toml ]; then
     if command -v cargo >/dev/null 2>&1; then
       # a toolchain that is there but fails to build the crate is an error, not a silent fallback
       pip_install ./rustbpe
-      echo "setup: built the Rust tokenizer trainer and CPU decode kernels (nanochat_rustbpe)"
+      echo "setup: built the Rust tokenizer trainer and CPU decode and loss kernels (nanochat_rustbpe)"
     else
       echo "setup: warning: no Rust toolchain (cargo) found: tokenizer training will use the slow Python" \
            "trainer (and CPU decoding torch ops). Install Rust from https://rustup.rs and run ./setup.sh again." >&2

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from nanochat import scaling
+from nanochat.cpu_memory import keep_freed_memory
 from nanochat.data import PackedLoader, conversation_source, in_steps, regroup
 from nanochat.evaluation.bpb import evaluate_bpb
 from nanochat.stages import CommonSettings, StageError, needs_source_model
@@ -127,6 +128,7 @@ class ChatTrainStage:
 
         # -- the loop: evaluate, checkpoint, one optimizer step; until the pass (or num_iterations) is done --------
         train_model = ctx.maybe_compile(model, s.compile)
+        keep_freed_memory(ctx.device)  # no page faults for each step's buffers on a CPU (nanochat/cpu_memory.py)
         total = s.num_iterations if s.num_iterations > 0 else None
         progress = Progress(ctx, loop, total, geo["total_batch_size"], model.estimate_flops(), backend.peak_flops(dtype))
         t_start, bpb = time.time(), None

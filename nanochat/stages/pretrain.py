@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from nanochat import fp8, scaling
+from nanochat.cpu_memory import keep_freed_memory
 from nanochat.data import PackedLoader, document_source, in_steps, regroup
 from nanochat.datasets import resolve
 from nanochat.evaluation.bpb import evaluate_bpb
@@ -234,6 +235,7 @@ class PretrainStage:
 
         loaders = {v: stream(v, resumed[1][str(v)] if resumed else None) for v in mine}
         train_model = ctx.maybe_compile(model, s.compile)
+        keep_freed_memory(device)  # no page faults for each step's buffers on a CPU (nanochat/cpu_memory.py)
         eval_rounds = max(1, s.eval_tokens // (rows_per_stream * s.max_seq_len * streams))
         progress = Progress(ctx, loop, plan.num_iterations, plan.total_batch_size, flops_per_token, peak, s.log_every)
         first_step, oom_note = True, None

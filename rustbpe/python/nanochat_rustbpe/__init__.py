@@ -9,8 +9,9 @@ The Rust side has a hand-written scanner for the two patterns below (they differ
 digits a number chunk holds). For any other pattern, split and count in Python and pass the counts
 with `add_chunk_counts`.
 
-The same library holds the CPU decode step's kernels (`ndec_*`, src/decode.rs); nanochat calls them
-through nanochat/decode_kernels.py.
+The same library holds the CPU decode step's kernels (`ndec_*`, src/decode.rs), which nanochat calls
+through nanochat/decode_kernels.py, and the training loss's kernel (`nloss_*`, src/loss.rs), called
+through nanochat/cpu_loss.py.
 """
 from __future__ import annotations
 
