@@ -184,6 +184,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--reference", metavar="PATH", help="a checkout of the reference nanochat: time its training "
                                                         "step beside ours, in turns")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="have malloc keep freed blocks, as nanochat's training stages do on a CPU (process-wide: the "
+                         "reference's steps too, which it does not do when run as itself); default: glibc's defaults")
     args = ap.parse_args(argv)
     if args.reference and args.fp8:
         raise SystemExit("--reference builds the reference in the compute dtype, not fp8; drop --fp8 to compare")
@@ -199,9 +202,8 @@ def main(argv=None) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     log(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    # as the training stages do on a CPU; process-wide, so the reference's steps get it too (its gain, about 3%
-    # of a d4 step, is then not in the ratio)
-    keep_freed_memory(device)
+    if args.keep_freed_memory:
+        keep_freed_memory(device)  # as the training stages do on a CPU; process-wide, so for the reference too
 
     # the ceiling: measured on CPU, from the datasheet on CUDA
     peaks = {}
@@ -272,7 +274,7 @@ def main(argv=None) -> dict:
         **ours, "peak_flops": peak, "dtype": dname,
         "compiled": compiled, "fp8": args.fp8, "flops_per_token": flops_per_token, "peak_memory": peak_memory,
         "device": str(device), "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "depth": args.depth, "seq_len": args.seq_len, "batch": args.batch,
+        "threads": torch.get_num_threads(), "keep_freed_memory": args.keep_freed_memory, "depth": args.depth, "seq_len": args.seq_len, "batch": args.batch,
         "head_dim": args.head_dim, "vocab_size": args.vocab_size, "window_pattern": cfg.window_pattern,
         "optimizer": args.optimizer, "preset": args.preset,
         "params": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,

@@ -3,7 +3,7 @@
 glibc hands large freed blocks (above its mmap threshold, at most 32 MB by default) back to the kernel,
 so every training step meets its activations as fresh pages: a d4 step on this 2-core machine took
 about 27,000 page faults and 50 ms of system CPU time. Raising the mmap and trim thresholds keeps freed
-blocks in the heap for the next step (about 200 faults a step; 3% less wall time). The process then
+blocks in the heap for the next step (about 200 faults a step; 1–3% less wall time). The process then
 holds its peak memory until it exits, as a training process does anyway.
 """
 import ctypes

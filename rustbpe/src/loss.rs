@@ -54,22 +54,13 @@ fn softcap(x: f32, cap: f32) -> f32 {
     cap - 2.0 * cap / (1.0 + exp(x * (2.0 / cap)))
 }
 
-/// Rows `start..end` of the chunk; `z` and `e` are scratch of at least `vocab` values.
+/// Rows `start..end` of the job's chunk, its logits and gradient of type T; `z` and `e` are scratch
+/// of at least `vocab` values.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows<T: Act>(
-    start: usize,
-    end: usize,
-    vocab: usize,
-    padded: usize,
-    logits: *const T,
-    targets: *const i64,
-    cap: f32,
-    loss: *mut f32,
-    grad: *mut T,
-    z: &mut [f32],
-    e: &mut [f32],
-) {
+unsafe fn rows<T: Act>(job: &Job, start: usize, end: usize, z: &mut [f32], e: &mut [f32]) {
+    let (vocab, padded, cap) = (job.vocab, job.padded, job.cap);
+    let (logits, grad) = (job.logits as *const T, job.grad as *mut T);
+    let (targets, loss) = (job.targets as *const i64, job.loss as *mut f32);
     let full = vocab / LANES * LANES;
     let (z, e) = (&mut z[..vocab], &mut e[..vocab]);
     for r in start..end {
@@ -119,50 +110,29 @@ unsafe fn rows<T: Act>(
 }
 
 /// The same loop compiled for the widest vector unit this CPU has.
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_best<T: Act>(
-    start: usize,
-    end: usize,
-    vocab: usize,
-    padded: usize,
-    logits: *const T,
-    targets: *const i64,
-    cap: f32,
-    loss: *mut f32,
-    grad: *mut T,
-    z: &mut [f32],
-    e: &mut [f32],
-) {
+unsafe fn rows_best<T: Act>(job: &Job, start: usize, end: usize, z: &mut [f32], e: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn avx512<T: Act>(
-            a: usize, b: usize, v: usize, p: usize, l: *const T, t: *const i64, c: f32, o: *mut f32, g: *mut T,
-            z: &mut [f32], e: &mut [f32],
-        ) {
-            rows(a, b, v, p, l, t, c, o, g, z, e)
+        unsafe fn avx512<T: Act>(job: &Job, start: usize, end: usize, z: &mut [f32], e: &mut [f32]) {
+            rows::<T>(job, start, end, z, e)
         }
         #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn avx2<T: Act>(
-            a: usize, b: usize, v: usize, p: usize, l: *const T, t: *const i64, c: f32, o: *mut f32, g: *mut T,
-            z: &mut [f32], e: &mut [f32],
-        ) {
-            rows(a, b, v, p, l, t, c, o, g, z, e)
+        unsafe fn avx2<T: Act>(job: &Job, start: usize, end: usize, z: &mut [f32], e: &mut [f32]) {
+            rows::<T>(job, start, end, z, e)
         }
         if std::is_x86_feature_detected!("avx512f")
             && std::is_x86_feature_detected!("avx512bw")
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx512dq")
         {
-            return avx512(start, end, vocab, padded, logits, targets, cap, loss, grad, z, e);
+            return avx512::<T>(job, start, end, z, e);
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return avx2(start, end, vocab, padded, logits, targets, cap, loss, grad, z, e);
+            return avx2::<T>(job, start, end, z, e);
         }
     }
-    rows(start, end, vocab, padded, logits, targets, cap, loss, grad, z, e)
+    rows::<T>(job, start, end, z, e)
 }
 
 /// One call's arguments, shared by the threads that split its rows.
@@ -200,13 +170,9 @@ impl Job {
         let go = || unsafe {
             let (mut z, mut e) = (vec![0f32; self.vocab], vec![0f32; self.vocab]);
             if self.dtype == F32 {
-                rows_best::<f32>(start, end, self.vocab, self.padded, self.logits as *const f32,
-                                 self.targets as *const i64, self.cap, self.loss as *mut f32, self.grad as *mut f32,
-                                 &mut z, &mut e);
+                rows_best::<f32>(self, start, end, &mut z, &mut e);
             } else {
-                rows_best::<Bf16>(start, end, self.vocab, self.padded, self.logits as *const Bf16,
-                                  self.targets as *const i64, self.cap, self.loss as *mut f32, self.grad as *mut Bf16,
-                                  &mut z, &mut e);
+                rows_best::<Bf16>(self, start, end, &mut z, &mut e);
             }
         };
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(go)).is_err() {
