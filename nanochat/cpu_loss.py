@@ -14,18 +14,14 @@ import re
 
 import torch
 
+from nanochat.decode_kernels import DTYPE_CODES, native_library
+
 LOSS_VERSION = 1  # loss.rs's LOSS_VERSION: the signature used below
-_DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1}
 
 
 def _load():
-    """The Rust library, or None without one (or with one built from other sources: ./setup.sh rebuilds it)."""
-    try:
-        from nanochat_rustbpe._native import lib
-    except ImportError:
-        return None
-    built = lib.nloss_version() if hasattr(lib, "nloss_version") else None
-    return lib if built == LOSS_VERSION else None
+    """The Rust library, or None without one (or with one built from other sources)."""
+    return native_library("nloss_version", LOSS_VERSION)
 
 
 def _openmp_parallel():
@@ -50,23 +46,26 @@ def _openmp_parallel():
 # loaded once at import, so that a compiled graph reads a plain flag (torch.compile cannot trace the import)
 LIB = _load()
 BUILT = LIB is not None
-OPENMP_PARALLEL = _openmp_parallel() if BUILT else 0
+OPENMP_PARALLEL = None  # GOMP_parallel's address, looked up at the first call (not on every import of the model)
 
 
 def available(logits):
     """Whether the kernel can take these logits: a CPU tensor of f32 or bf16, and the library built."""
-    return BUILT and logits.device.type == "cpu" and logits.dtype in _DTYPE_CODES
+    return BUILT and logits.device.type == "cpu" and logits.dtype in DTYPE_CODES
 
 
 @torch.library.custom_op("nanochat::softcap_xent", mutates_args=())
 def softcap_xent(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int,
                  cap: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss per row in f32, d loss / d logits in the logits' dtype) for (rows, padded) logits."""
+    global OPENMP_PARALLEL
+    if OPENMP_PARALLEL is None:
+        OPENMP_PARALLEL = _openmp_parallel()
     logits, targets = logits.contiguous(), targets.contiguous()
     rows, padded = logits.shape
     loss = torch.empty(rows, dtype=torch.float32)
     grad = torch.empty_like(logits)
-    rc = LIB.nloss_softcap_xent(_DTYPE_CODES[logits.dtype], rows, vocab_size, padded, logits.data_ptr(),
+    rc = LIB.nloss_softcap_xent(DTYPE_CODES[logits.dtype], rows, vocab_size, padded, logits.data_ptr(),
                                 targets.data_ptr(), cap, loss.data_ptr(), grad.data_ptr(), torch.get_num_threads(),
                                 OPENMP_PARALLEL)
     if rc:

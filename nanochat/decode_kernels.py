@@ -13,6 +13,18 @@ KERNELS_VERSION = 1  # decode.rs's KERNELS_VERSION: the signatures below
 EPS = torch.finfo(torch.float32).eps  # F.rms_norm's default eps: float32's, for bf16 inputs too
 
 
+def native_library(version_symbol, version):
+    """The Rust library (nanochat_rustbpe) if it is built and its `version_symbol()` returns `version`,
+    else None: a library built from other sources may take other arguments (./setup.sh rebuilds it).
+    Each group of kernels carries its own version (decode here, the loss in nanochat/cpu_loss.py)."""
+    try:
+        from nanochat_rustbpe._native import lib
+    except ImportError:
+        return None
+    built = getattr(lib, version_symbol)() if hasattr(lib, version_symbol) else None
+    return lib if built == version else None
+
+
 def _check(rc, name):
     if rc:
         raise RuntimeError(f"decode kernel {name} failed ({rc}): a bug, please report it")
@@ -26,13 +38,8 @@ class DecodeKernels:
     def load(cls, dtype):
         if dtype not in DTYPE_CODES:
             return None
-        try:
-            from nanochat_rustbpe._native import lib
-        except ImportError:
-            return None
-        # a library built from other sources: its kernels may take other arguments (./setup.sh rebuilds it)
-        built = lib.ndec_version() if hasattr(lib, "ndec_version") else None
-        return cls(lib, dtype) if built == KERNELS_VERSION else None
+        lib = native_library("ndec_version", KERNELS_VERSION)
+        return cls(lib, dtype) if lib is not None else None
 
     def embed_smear(self, rows, width, ids, table, gate_w, channels, smear_lambda, prev, smear, x0):
         _check(self.lib.ndec_embed_smear(self.code, rows, width, ids, table, gate_w, channels, smear_lambda, prev,
